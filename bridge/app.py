@@ -1,0 +1,165 @@
+"""The daemon: config in, one poller per account, one MQTT link, until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from bridge import __version__
+from bridge.config import Account, BridgeConfig
+from bridge.model import format_time, utc_now
+from bridge.mqtt.client import MqttLink, MqttUnavailableError
+from bridge.mqtt.publisher import Publisher
+from bridge.mqtt.topics import ONLINE, Topics
+from bridge.poller import AccountPoller, PollerSettings
+from bridge.providers import create_provider
+from bridge.store import Store
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def poller_settings(account: Account) -> PollerSettings:
+    return PollerSettings(
+        account=account.id,
+        poll_interval=account.poll_interval,
+        vehicle_list_interval=account.vehicle_list_interval,
+        offline_after=account.offline_after,
+    )
+
+
+class Bridge:
+    """Everything one `fleet-bridge run` process does."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self.topics = Topics(config.mqtt.base_topic, config.mqtt.discovery_prefix)
+        self._now = now
+        self.started = asyncio.Event()
+        self.pollers: dict[str, AccountPoller] = {}
+        self.link = MqttLink(
+            config.mqtt,
+            state_topic=self.topics.bridge_state,
+            subscriptions=[self.topics.ha_status],
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+        )
+        self.publisher = Publisher(
+            self.link,
+            self.topics,
+            discovery=config.mqtt.discovery,
+            unavailable=MqttUnavailableError,
+        )
+        self._info_sent: dict[str, Any] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._started_at = now()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then shut down cleanly."""
+        store = Store(self.config.store.path)
+        try:
+            async with aiohttp.ClientSession() as session:
+                for account in self.config.accounts:
+                    provider = create_provider(
+                        account.provider, session, account.provider_settings()
+                    )
+                    self.publisher.register_account(
+                        account.id, provider.name, provider.capabilities
+                    )
+                    poller = AccountPoller(
+                        poller_settings(account),
+                        provider,
+                        self.publisher,
+                        store,
+                        now=self._now,
+                        on_health=self._health_changed,
+                    )
+                    restored = poller.restore()
+                    _LOGGER.info(
+                        "%s (%s): %d vehicles restored from the store",
+                        account.id,
+                        account.provider,
+                        restored,
+                    )
+                    self.pollers[account.id] = poller
+                await self._serve(stop)
+                for poller in self.pollers.values():
+                    await poller.provider.close()
+        finally:
+            store.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self.link.run(), name="mqtt")]
+        tasks += [
+            asyncio.create_task(p.run(), name=f"poll-{name}") for name, p in self.pollers.items()
+        ]
+        self.started.set()
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception():
+                    # Pollers contain their own errors; reaching here is a bug.
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stopper.cancel()
+            # Pollers first: a poll is abandoned between its awaits, and the store
+            # is only written synchronously, so nothing is left half-written.
+            for task in tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*tasks[1:], return_exceptions=True)
+            await self.link.close()
+            tasks[0].cancel()
+            await asyncio.gather(tasks[0], return_exceptions=True)
+            _LOGGER.info("Stopped")
+
+    # --- MQTT events ---------------------------------------------------------
+    async def _on_connect(self) -> None:
+        await self.publisher.connected()
+        self._info_sent = None
+        await self._publish_info()
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.ha_status and payload.strip().lower() == ONLINE.encode():
+            _LOGGER.info("Home Assistant is online: republishing discovery")
+            await self.publisher.republish_discovery()
+
+    # --- bridge info ---------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "started_at": format_time(self._started_at),
+            "accounts": {
+                name: {
+                    "provider": poller.provider.name,
+                    "status": poller.health.status.value,
+                    "vehicles": poller.health.vehicles,
+                    "error": poller.health.last_error,
+                }
+                for name, poller in self.pollers.items()
+            },
+        }
+
+    def _health_changed(self) -> None:
+        if self.info() != self._info_sent:
+            # Fire and forget: health changes come from inside polls, which
+            # must not wait on MQTT for a status line.
+            task = asyncio.get_running_loop().create_task(self._publish_info())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _publish_info(self) -> None:
+        info = self.info()
+        if info == self._info_sent:
+            return
+        self._info_sent = info
+        await self.publisher.publish_json(self.topics.bridge_info, info, retain=True)

@@ -1,0 +1,166 @@
+"""`fleet-bridge run | demo | check-config | simulate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from bridge import __version__
+from bridge.errors import ConfigError
+
+_LOGGER = logging.getLogger("bridge")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleet-bridge",
+        description="Fleet telematics to MQTT and Home Assistant.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="override the config's log_level",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the bridge with a YAML config")
+    run.add_argument("--config", "-c", required=True, help="path to the YAML config")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", help="path to the YAML config")
+
+    demo = sub.add_parser(
+        "demo", help="simulators + embedded MQTT broker + bridge, nothing else needed"
+    )
+    demo.add_argument("--vehicles", type=int, default=10, help="simulated vehicles (10)")
+    demo.add_argument("--speed", type=float, default=10.0, help="simulated clock speed (10x)")
+    demo.add_argument(
+        "--mqtt-port", type=int, default=1883, help="broker port; a free one if taken (1883)"
+    )
+    demo.add_argument("--quiet", action="store_true", help="do not print each message")
+
+    sim = sub.add_parser("simulate", help="serve the provider simulators over HTTP")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--vehicles", type=int, default=20)
+    sim.add_argument("--speed", type=float, default=1.0, help="simulated clock speed")
+    sim.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[object]]) -> None:
+    """Run `main(stop)`; SIGINT and SIGTERM set `stop` for a clean shutdown."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # not on Windows
+                loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner())
+
+
+def cmd_check_config(path: str) -> int:
+    from bridge.config import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(f"{path}: {len(err.problems)} problem(s)", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    accounts = ", ".join(f"{a.id} ({a.provider})" for a in config.accounts)
+    print(f"{path}: OK; MQTT {config.mqtt.host}:{config.mqtt.port}; accounts: {accounts}")
+    return 0
+
+
+def cmd_run(path: str, log_level: str | None) -> int:
+    from bridge.app import Bridge
+    from bridge.config import load_config
+    from bridge.logs import setup_logging
+    from bridge.store import StoreError
+
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    setup_logging(log_level or config.log_level, config.secrets())
+    _LOGGER.info("fleet-bridge %s starting with %d account(s)", __version__, len(config.accounts))
+    try:
+        _run_until_signal(Bridge(config).run)
+    except StoreError as err:
+        _LOGGER.error("%s", err)
+        return 2
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+    from bridge.logs import setup_logging
+
+    setup_logging(args.log_level or "warning")
+
+    async def main(stop: asyncio.Event) -> None:
+        await run_demo(
+            stop,
+            vehicles=args.vehicles,
+            speed=args.speed,
+            broker_port=args.mqtt_port,
+            quiet=args.quiet,
+        )
+
+    _run_until_signal(main)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bridge.logs import setup_logging
+    from bridge.simulator.server import SimulatorServer
+
+    setup_logging(args.log_level or "info")
+
+    async def main(stop: asyncio.Event) -> None:
+        async with SimulatorServer(
+            vehicles=args.vehicles,
+            seed=args.seed,
+            speed=args.speed,
+            host=args.host,
+            port=args.port,
+        ) as server:
+            print(
+                f"Simulator at {server.base_url} ({args.vehicles} vehicles, clock "
+                f"x{args.speed:g}); Samsara: {server.samsara_url} token demo-samsara-token",
+                flush=True,
+            )
+            await stop.wait()
+
+    _run_until_signal(main)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return cmd_check_config(args.config)
+    if args.command == "run":
+        return cmd_run(args.config, args.log_level)
+    if args.command == "demo":
+        return cmd_demo(args)
+    return cmd_simulate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""`fleet-bridge demo`: simulators, an embedded broker and the bridge, in one process.
+
+Nothing to install beyond the package: the broker is amqtt (pure Python). Port 1883
+is used when free; users often run a broker there already, so the demo then takes
+a free port and says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from bridge.app import Bridge
+from bridge.config import BridgeConfig
+from bridge.simulator.server import SimulatorServer
+
+_LOGGER = logging.getLogger(__name__)
+
+DEMO_ACCOUNT = "demo-samsara"
+DEMO_TOKEN = "demo-samsara-token"  # the simulator's own token, not a secret
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(host: str, port: int) -> AsyncIterator[None]:
+    from amqtt.broker import Broker  # imported here: only the demo needs it
+
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.shutdown()
+
+
+def demo_config(broker_port: int, samsara_url: str, store: Path) -> BridgeConfig:
+    return BridgeConfig.model_validate(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "fleet-bridge-demo"},
+            "store": {"path": str(store)},
+            "accounts": [
+                {
+                    "id": DEMO_ACCOUNT,
+                    "provider": "samsara",
+                    "token": DEMO_TOKEN,
+                    "base_url": samsara_url,
+                    "poll_interval": 5,
+                    # The simulated clock runs fast: a day passes in hours.
+                    "offline_after": 86400,
+                }
+            ],
+        }
+    )
+
+
+def _summary(topic: str, payload: bytes) -> str:
+    try:
+        data: dict[str, Any] = json.loads(payload)
+    except ValueError:
+        return f"{topic}  {payload[:80]!r}"
+    if not isinstance(data, dict) or "name" not in data:
+        return f"{topic}  {payload[:80].decode(errors='replace')}"
+    parts = [str(data["name"])]
+    if data.get("speed_kmh") is not None:
+        parts.append(f"{data['speed_kmh']:.0f} km/h")
+    if data.get("engine_state"):
+        parts.append(f"engine {data['engine_state']}")
+    if data.get("fuel_percent") is not None:
+        parts.append(f"fuel {data['fuel_percent']:.0f}%")
+    if data.get("latitude") is not None:
+        parts.append(f"at {data['latitude']:.4f},{data['longitude']:.4f}")
+    return f"{topic}  " + ", ".join(parts)
+
+
+async def _watch(host: str, port: int, base_topic: str) -> None:
+    """Print what the bridge publishes, the way a subscriber sees it."""
+    while True:
+        try:
+            async with aiomqtt.Client(host, port, identifier="fleet-bridge-demo-watch") as client:
+                await client.subscribe(f"{base_topic}/+/+", qos=0)
+                await client.subscribe(f"{base_topic}/bridge/#", qos=0)
+                async for message in client.messages:
+                    payload = message.payload
+                    if isinstance(payload, bytes) and payload:
+                        print(_summary(str(message.topic), payload), flush=True)
+        except aiomqtt.MqttError:
+            await asyncio.sleep(1)
+
+
+async def run_demo(
+    stop: asyncio.Event,
+    *,
+    vehicles: int = 10,
+    speed: float = 10.0,
+    broker_port: int = 1883,
+    host: str = "127.0.0.1",
+    quiet: bool = False,
+    ready: asyncio.Event | None = None,
+) -> int:
+    """Run until `stop`; returns the MQTT port used."""
+    port = broker_port if broker_port and port_is_free(host, broker_port) else free_port(host)
+    with tempfile.TemporaryDirectory(prefix="fleet-bridge-demo-") as tmp:
+        async with (
+            SimulatorServer(vehicles=vehicles, speed=speed, host=host) as simulator,
+            embedded_broker(host, port),
+        ):
+            config = demo_config(port, simulator.samsara_url, Path(tmp) / "demo.sqlite")
+            taken = "" if port == broker_port else f" ({broker_port} was taken, so a free port)"
+            print(
+                "\n".join(
+                    [
+                        "fleet-bridge demo",
+                        f"  simulator    {simulator.base_url}  ({vehicles} Samsara vehicles, "
+                        f"clock x{speed:g})",
+                        f"  MQTT broker  {host}:{port}  (embedded){taken}",
+                        f"  watch it     mosquitto_sub -h {host} -p {port} -t 'fleet/#' -v",
+                        f"  Home Assistant: add the MQTT integration with broker {host}, port "
+                        f"{port}; vehicles appear as devices",
+                        "  Ctrl-C stops it.",
+                        "",
+                    ]
+                ),
+                flush=True,
+            )
+            bridge = Bridge(config)
+            watcher = None if quiet else asyncio.create_task(_watch(host, port, "fleet"))
+            if ready is not None:
+                ready.set()
+            try:
+                await bridge.run(stop)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
+    return port

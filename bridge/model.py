@@ -1,0 +1,217 @@
+"""The normalized fleet domain, shared by the daemon and the Home Assistant integration.
+
+Standard library only (see docs/architecture.md): providers turn their JSON into
+these objects at the edge, in SI units (km/h, km, %, L, V, h); everything inside
+the project speaks only this model.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+
+class EngineState(enum.StrEnum):
+    """Engine state as Home Assistant's `enum` sensor shows it."""
+
+    OFF = "off"
+    ON = "on"
+    IDLE = "idle"
+
+
+class Capability(enum.StrEnum):
+    """What a provider can fill or do; entities exist only where it can."""
+
+    POSITION = "position"
+    SPEED = "speed"
+    ODOMETER = "odometer"
+    FUEL_LEVEL = "fuel_level"
+    FUEL_VOLUME = "fuel_volume"
+    ENGINE_STATE = "engine_state"
+    IGNITION = "ignition"
+    BATTERY_VOLTAGE = "battery_voltage"
+    ENGINE_HOURS = "engine_hours"
+
+
+# Below this speed a vehicle counts as standing still: GPS jitter of a parked
+# vehicle reads as 1-3 km/h on most trackers.
+MOVING_SPEED_KMH = 3.0
+
+
+def utc_now() -> datetime:
+    """The default clock; tests and simulations inject their own."""
+    return datetime.now(UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """RFC 3339 / ISO 8601 text to an aware UTC datetime; None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        # Providers that omit the zone document their times as UTC.
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a `Z`, second precision unless sub-second matters."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A GPS fix. Latitude and longitude in degrees, WGS84."""
+
+    latitude: float
+    longitude: float
+    time: datetime | None = None
+    heading: float | None = None
+    accuracy_m: float | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleState:
+    """Everything known about one vehicle at one moment, in SI units.
+
+    A field is None when the provider did not (yet) report it; None is published
+    as JSON null, which Home Assistant shows as "unknown".
+    """
+
+    vehicle_id: str
+    name: str
+    position: Position | None = None
+    speed_kmh: float | None = None
+    odometer_km: float | None = None
+    fuel_percent: float | None = None
+    fuel_volume_l: float | None = None
+    engine_state: EngineState | None = None
+    ignition: bool | None = None
+    battery_voltage: float | None = None
+    engine_hours: float | None = None
+    last_seen: datetime | None = None
+    online: bool | None = None
+    vin: str | None = None
+    plate: str | None = None
+    make: str | None = None
+    model: str | None = None
+    year: int | None = None
+
+    @property
+    def moving(self) -> bool | None:
+        if self.speed_kmh is None:
+            return None
+        return self.speed_kmh >= MOVING_SPEED_KMH
+
+    def to_json(self) -> dict[str, Any]:
+        """The retained state payload of `fleet/<account>/<vehicle>` (flat, stable keys)."""
+        pos = self.position
+        return {
+            "id": self.vehicle_id,
+            "name": self.name,
+            "latitude": pos.latitude if pos else None,
+            "longitude": pos.longitude if pos else None,
+            "heading": pos.heading if pos else None,
+            "gps_accuracy": pos.accuracy_m if pos else None,
+            "address": pos.address if pos else None,
+            "position_time": format_time(pos.time) if pos else None,
+            "speed_kmh": self.speed_kmh,
+            "moving": self.moving,
+            "odometer_km": self.odometer_km,
+            "fuel_percent": self.fuel_percent,
+            "fuel_volume_l": self.fuel_volume_l,
+            "engine_state": self.engine_state.value if self.engine_state else None,
+            "ignition": self.ignition,
+            "battery_voltage": self.battery_voltage,
+            "engine_hours": self.engine_hours,
+            "last_seen": format_time(self.last_seen),
+            "online": self.online,
+            "vin": self.vin,
+            "plate": self.plate,
+            "make": self.make,
+            "model": self.model,
+            "year": self.year,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VehicleState:
+        """Inverse of `to_json`, for states read back from the store."""
+        position = None
+        if data.get("latitude") is not None and data.get("longitude") is not None:
+            position = Position(
+                latitude=float(data["latitude"]),
+                longitude=float(data["longitude"]),
+                time=parse_time(data.get("position_time")),
+                heading=_opt_float(data.get("heading")),
+                accuracy_m=_opt_float(data.get("gps_accuracy")),
+                address=data.get("address"),
+            )
+        engine = data.get("engine_state")
+        return cls(
+            vehicle_id=str(data["id"]),
+            name=str(data.get("name") or data["id"]),
+            position=position,
+            speed_kmh=_opt_float(data.get("speed_kmh")),
+            odometer_km=_opt_float(data.get("odometer_km")),
+            fuel_percent=_opt_float(data.get("fuel_percent")),
+            fuel_volume_l=_opt_float(data.get("fuel_volume_l")),
+            engine_state=EngineState(engine) if engine else None,
+            ignition=data.get("ignition"),
+            battery_voltage=_opt_float(data.get("battery_voltage")),
+            engine_hours=_opt_float(data.get("engine_hours")),
+            last_seen=parse_time(data.get("last_seen")),
+            online=data.get("online"),
+            vin=data.get("vin"),
+            plate=data.get("plate"),
+            make=data.get("make"),
+            model=data.get("model"),
+            year=data.get("year"),
+        )
+
+    def merged(self, **changes: Any) -> VehicleState:
+        """A copy with the given fields replaced; unknown names raise TypeError."""
+        return replace(self, **changes)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+VEHICLE_FIELDS = frozenset(f.name for f in fields(VehicleState))
+
+
+@dataclass(frozen=True, slots=True)
+class PollPlan:
+    """What the poller asks a provider to fetch this time."""
+
+    # Re-read the vehicle list (names, plates, additions and removals).
+    refresh_vehicles: bool = False
+
+
+@dataclass(slots=True)
+class Update:
+    """What one poll learned.
+
+    `vehicles` holds the full new state of every vehicle that changed (or is new);
+    `removed` the ids of vehicles the provider no longer lists. `more` is true when
+    the provider has more data ready right now (a feed with another page).
+    """
+
+    vehicles: list[VehicleState] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    more: bool = False

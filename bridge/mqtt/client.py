@@ -1,0 +1,181 @@
+"""The MQTT connection: aiomqtt behind a small interface, reconnecting forever.
+
+Only this module knows aiomqtt/paho. It keeps one connection up (an outer loop
+around `async with client`), announces the bridge on its state topic with the
+last will as the fallback, tells the publisher when a (re)connection needs a full
+republish, and hands incoming messages to one callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+
+from bridge.config import MqttConfig
+from bridge.mqtt.topics import OFFLINE, ONLINE
+
+_LOGGER = logging.getLogger(__name__)
+
+OnConnect = Callable[[], Awaitable[None]]
+OnMessage = Callable[[str, bytes], Awaitable[None]]
+
+
+class MqttUnavailableError(Exception):
+    """Raised by `publish` while there is no connection to the broker."""
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Reconnect delays: 1 s doubling to 60 s, with jitter, reset after a good link."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    current: float = 1.0
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.maximum, self.current * 2)
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """An SSL context from the `mqtt.tls` options (None when TLS is off)."""
+    tls = config.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    if tls.insecure:
+        context.check_hostname = False
+    return context
+
+
+class MqttLink:
+    """One long-lived broker connection shared by everything that publishes."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        state_topic: str,
+        subscriptions: Sequence[str] = (),
+        on_connect: OnConnect | None = None,
+        on_message: OnMessage | None = None,
+    ) -> None:
+        self._config = config
+        self._state_topic = state_topic
+        self._subscriptions = list(subscriptions)
+        self._on_connect = on_connect
+        self._on_message = on_message
+        self._client: aiomqtt.Client | None = None
+        self._backoff = Backoff()
+        self.connected = asyncio.Event()
+        self.connections = 0
+
+    @property
+    def qos(self) -> int:
+        return self._config.qos
+
+    async def publish(self, topic: str, payload: bytes | str, *, retain: bool) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise MqttUnavailableError("not connected to the MQTT broker")
+        try:
+            await client.publish(topic, payload, qos=self._config.qos, retain=retain)
+        except aiomqtt.MqttError as err:
+            raise MqttUnavailableError(str(err)) from err
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until cancelled."""
+        while True:
+            try:
+                await self._serve_once()
+            except aiomqtt.MqttError as err:
+                self._lost()
+                delay = self._backoff.next()
+                _LOGGER.warning(
+                    "MQTT broker %s:%s unavailable (%s); reconnecting in %.0fs",
+                    self._config.host,
+                    self._config.port,
+                    err,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self._lost()
+                raise
+
+    def _lost(self) -> None:
+        self.connected.clear()
+        self._client = None
+
+    def _make_client(self) -> aiomqtt.Client:
+        cfg = self._config
+        client = aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=cfg.password.get_secret_value() if cfg.password else None,
+            identifier=cfg.client_id,
+            keepalive=cfg.keepalive,
+            will=aiomqtt.Will(self._state_topic, OFFLINE, qos=1, retain=True),
+            tls_context=tls_context(cfg),
+            tls_insecure=cfg.tls.insecure if cfg.tls else None,
+            timeout=10,
+            max_inflight_messages=100,
+        )
+        # aiomqtt warns past 10 pending calls; a full fleet publish has thousands.
+        client.pending_calls_threshold = 100_000
+        return client
+
+    async def _serve_once(self) -> None:
+        async with self._make_client() as client:
+            self._client = client
+            self.connected.set()
+            self.connections += 1
+            _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
+            await client.publish(self._state_topic, ONLINE, qos=1, retain=True)
+            for topic in self._subscriptions:
+                await client.subscribe(topic, qos=1)
+            async with asyncio.TaskGroup() as group:
+                if self._on_connect is not None:
+                    group.create_task(self._announce(self._on_connect))
+                async for message in client.messages:
+                    self._backoff.reset()
+                    if self._on_message is None:
+                        continue
+                    payload = message.payload
+                    data = payload if isinstance(payload, bytes) else str(payload).encode()
+                    try:
+                        await self._on_message(str(message.topic), data)
+                    except Exception:
+                        # One bad message must never take the connection down.
+                        _LOGGER.exception("Error handling MQTT message on %s", message.topic)
+
+    async def _announce(self, on_connect: OnConnect) -> None:
+        try:
+            await on_connect()
+            self._backoff.reset()
+        except MqttUnavailableError:
+            # The connection dropped during the republish; the next one redoes it.
+            return
+
+    async def close(self) -> None:
+        """Say `offline` on purpose (the will covers crashes) and disconnect."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return
+        try:
+            await client.publish(self._state_topic, OFFLINE, qos=1, retain=True, timeout=5)
+        except aiomqtt.MqttError as err:
+            _LOGGER.debug("Could not publish offline state: %s", err)

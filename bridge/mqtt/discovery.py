@@ -1,0 +1,287 @@
+"""Home Assistant MQTT discovery payloads, from one description table.
+
+Each entity reads the vehicle's one retained JSON state (`fleet/<account>/<vehicle>`)
+through a value template, so a changed vehicle costs one state message however
+many entities it has. Only entities whose capability the provider has are created.
+
+This module imports nothing outside the standard library and `bridge`, so Home
+Assistant's own schemas can validate its payloads in the Home Assistant test venv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge import __version__
+from bridge.model import Capability, VehicleState
+from bridge.mqtt.topics import Topics, topic_level
+
+PROJECT_URL = "https://github.com/fleet-telematics-bridge/fleet-telematics-bridge"
+
+ORIGIN = {"name": "fleet-telematics-bridge", "sw_version": __version__, "support_url": PROJECT_URL}
+
+
+def _nullable(key: str) -> str:
+    # Home Assistant's MQTT sensors treat the rendered text "None" as "unknown",
+    # so a JSON null shows as unknown instead of as the string "None". (Numeric
+    # sensors do since 2023.2; a timestamp sensor before 2024.10 logs a warning
+    # and also becomes unknown. Enum sensors need `_enum_nullable`.)
+    return f"{{{{ value_json.{key} }}}}"
+
+
+def _enum_nullable(key: str) -> str:
+    # Before 2024.10 an enum sensor keeps a rendered "None" as its text state.
+    # Those versions also ignore `options` (MQTT sensors honour it since 2024.9),
+    # so without an `options` attribute the template renders "unknown", the state
+    # Home Assistant itself gives an entity without a value; with one, "None".
+    return (
+        f"{{% if value_json.{key} is none %}}"
+        "{{ 'None' if this.attributes.options is defined else 'unknown' }}"
+        f"{{% else %}}{{{{ value_json.{key} }}}}{{% endif %}}"
+    )
+
+
+def _switchable(key: str) -> str:
+    return (
+        f"{{% if value_json.{key} is none %}}None"
+        f"{{% elif value_json.{key} %}}ON{{% else %}}OFF{{% endif %}}"
+    )
+
+
+# The device tracker takes its fix from JSON attributes; with no fix yet it gets
+# none, so Home Assistant shows it as unknown rather than at 0,0.
+_TRACKER_ATTRIBUTES = (
+    "{% if value_json.latitude is none or value_json.longitude is none %}{}"
+    "{% else %}{{ {'latitude': value_json.latitude, 'longitude': value_json.longitude, "
+    "'gps_accuracy': value_json.gps_accuracy or 0, 'heading': value_json.heading, "
+    "'address': value_json.address, 'position_time': value_json.position_time} "
+    "| tojson }}{% endif %}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityDescription:
+    """One Home Assistant entity of a vehicle device."""
+
+    key: str
+    component: str
+    # The provider must have every one of these for the entity to exist.
+    requires: frozenset[Capability] = frozenset()
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    # False for entities that must stay available while the vehicle is offline.
+    vehicle_availability: bool = True
+
+
+ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
+    EntityDescription(
+        key="location",
+        component="device_tracker",
+        requires=frozenset({Capability.POSITION}),
+        name=None,  # the device's main entity: device_tracker.<vehicle>
+        config={
+            "source_type": "gps",
+            "json_attributes_template": _TRACKER_ATTRIBUTES,
+            "icon": "mdi:truck",
+        },
+    ),
+    EntityDescription(
+        key="speed",
+        component="sensor",
+        requires=frozenset({Capability.SPEED}),
+        name="Speed",
+        config={
+            "device_class": "speed",
+            "unit_of_measurement": "km/h",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "value_template": _nullable("speed_kmh"),
+        },
+    ),
+    EntityDescription(
+        key="odometer",
+        component="sensor",
+        requires=frozenset({Capability.ODOMETER}),
+        name="Odometer",
+        config={
+            "device_class": "distance",
+            "unit_of_measurement": "km",
+            "state_class": "total_increasing",
+            "suggested_display_precision": 0,
+            "icon": "mdi:counter",
+            "value_template": _nullable("odometer_km"),
+        },
+    ),
+    EntityDescription(
+        key="fuel_level",
+        component="sensor",
+        requires=frozenset({Capability.FUEL_LEVEL}),
+        name="Fuel level",
+        config={
+            "unit_of_measurement": "%",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "icon": "mdi:gas-station",
+            "value_template": _nullable("fuel_percent"),
+        },
+    ),
+    EntityDescription(
+        key="fuel_volume",
+        component="sensor",
+        requires=frozenset({Capability.FUEL_VOLUME}),
+        name="Fuel volume",
+        config={
+            "device_class": "volume_storage",
+            "unit_of_measurement": "L",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "value_template": _nullable("fuel_volume_l"),
+        },
+    ),
+    EntityDescription(
+        key="engine_state",
+        component="sensor",
+        requires=frozenset({Capability.ENGINE_STATE}),
+        name="Engine state",
+        config={
+            "device_class": "enum",
+            "options": ["off", "on", "idle"],
+            "icon": "mdi:engine",
+            "value_template": _enum_nullable("engine_state"),
+        },
+    ),
+    EntityDescription(
+        key="battery_voltage",
+        component="sensor",
+        requires=frozenset({Capability.BATTERY_VOLTAGE}),
+        name="Battery voltage",
+        config={
+            "device_class": "voltage",
+            "unit_of_measurement": "V",
+            "state_class": "measurement",
+            "suggested_display_precision": 1,
+            "value_template": _nullable("battery_voltage"),
+        },
+    ),
+    EntityDescription(
+        key="engine_hours",
+        component="sensor",
+        requires=frozenset({Capability.ENGINE_HOURS}),
+        name="Engine hours",
+        config={
+            "device_class": "duration",
+            "unit_of_measurement": "h",
+            "state_class": "total_increasing",
+            "suggested_display_precision": 1,
+            "icon": "mdi:engine-outline",
+            "value_template": _nullable("engine_hours"),
+        },
+    ),
+    EntityDescription(
+        key="last_seen",
+        component="sensor",
+        name="Last seen",
+        config={
+            "device_class": "timestamp",
+            "entity_category": "diagnostic",
+            "value_template": _nullable("last_seen"),
+        },
+    ),
+    EntityDescription(
+        key="ignition",
+        component="binary_sensor",
+        requires=frozenset({Capability.IGNITION}),
+        name="Ignition",
+        config={
+            "device_class": "power",
+            "icon": "mdi:key-variant",
+            "value_template": _switchable("ignition"),
+        },
+    ),
+    EntityDescription(
+        key="moving",
+        component="binary_sensor",
+        requires=frozenset({Capability.SPEED}),
+        name="Moving",
+        config={"device_class": "moving", "value_template": _switchable("moving")},
+    ),
+    EntityDescription(
+        key="online",
+        component="binary_sensor",
+        name="Online",
+        config={
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            "value_template": _switchable("online"),
+        },
+        # It must still say "off" when the vehicle stops reporting.
+        vehicle_availability=False,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryMessage:
+    topic: str
+    payload: dict[str, Any]
+
+
+def device_identifier(account: str, vehicle_id: str) -> str:
+    return f"fleet_{topic_level(account)}_{topic_level(vehicle_id)}"
+
+
+def descriptions_for(capabilities: frozenset[Capability]) -> tuple[EntityDescription, ...]:
+    return tuple(d for d in ENTITY_DESCRIPTIONS if d.requires <= capabilities)
+
+
+def vehicle_discovery(
+    topics: Topics,
+    account: str,
+    provider: str,
+    capabilities: frozenset[Capability],
+    vehicle: VehicleState,
+) -> Iterator[DiscoveryMessage]:
+    """The discovery messages of one vehicle's device, one per entity."""
+    node = device_identifier(account, vehicle.vehicle_id)
+    state_topic = topics.vehicle_state(account, vehicle.vehicle_id)
+    device: dict[str, Any] = {
+        "identifiers": [node],
+        "name": vehicle.name,
+        "manufacturer": vehicle.make or provider.capitalize(),
+        "model": " ".join(str(p) for p in (vehicle.model, vehicle.year) if p) or "Vehicle",
+    }
+    if vehicle.vin:
+        device["serial_number"] = vehicle.vin
+    bridge_available = {"topic": topics.bridge_state}
+    vehicle_available = {"topic": topics.vehicle_availability(account, vehicle.vehicle_id)}
+    for description in descriptions_for(capabilities):
+        payload: dict[str, Any] = {
+            "name": description.name,
+            "unique_id": f"{node}_{description.key}",
+            "device": device,
+            "origin": ORIGIN,
+            "availability": (
+                [bridge_available, vehicle_available]
+                if description.vehicle_availability
+                else [bridge_available]
+            ),
+            "availability_mode": "all",
+        }
+        if description.component == "device_tracker":
+            payload["json_attributes_topic"] = state_topic
+        else:
+            payload["state_topic"] = state_topic
+        payload.update(description.config)
+        yield DiscoveryMessage(
+            topics.discovery(description.component, node, description.key), payload
+        )
+
+
+def vehicle_discovery_topics(
+    topics: Topics, account: str, capabilities: frozenset[Capability], vehicle_id: str
+) -> list[str]:
+    """The config topics to clear (empty retained payload) when a vehicle is gone."""
+    node = device_identifier(account, vehicle_id)
+    return [topics.discovery(d.component, node, d.key) for d in descriptions_for(capabilities)]

@@ -1,0 +1,209 @@
+"""What the bridge shows on MQTT, and sending only what changed.
+
+The publisher keeps the desired retained picture (each vehicle's state JSON, its
+availability, its discovery) and sends a message only where the picture changed.
+When there is no broker, the picture still updates; a (re)connection sends it
+whole, so nothing is lost while the broker is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.model import Capability, VehicleState
+from bridge.mqtt.discovery import DiscoveryMessage, vehicle_discovery, vehicle_discovery_topics
+from bridge.mqtt.topics import OFFLINE, ONLINE, Topics
+
+_LOGGER = logging.getLogger(__name__)
+
+# Publishes in flight at once: enough to fill the pipe, few enough to bound memory.
+BATCH = 500
+
+
+class MessageSink(Protocol):
+    async def publish(self, topic: str, payload: bytes | str, *, retain: bool) -> None:
+        """Send one message; raise `MqttUnavailableError` when not connected."""
+
+
+def encode(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(slots=True)
+class _Vehicle:
+    payload: bytes
+    device_key: tuple[object, ...]
+    discovered: bool = False
+
+
+@dataclass(slots=True)
+class _Account:
+    provider: str
+    capabilities: frozenset[Capability]
+    available: bool = True
+    vehicles: dict[str, _Vehicle] = field(default_factory=dict)
+    states: dict[str, VehicleState] = field(default_factory=dict)
+
+
+def _device_key(state: VehicleState) -> tuple[object, ...]:
+    # Discovery carries the device's name and identity; resend it when they change.
+    return (state.name, state.make, state.model, state.year, state.vin)
+
+
+class Publisher:
+    """The retained MQTT picture of every account and vehicle."""
+
+    def __init__(
+        self,
+        sink: MessageSink,
+        topics: Topics,
+        *,
+        discovery: bool = True,
+        unavailable: type[Exception] = Exception,
+    ) -> None:
+        self._sink = sink
+        self._topics = topics
+        self._discovery = discovery
+        self._unavailable = unavailable
+        self._accounts: dict[str, _Account] = {}
+        self.messages_sent = 0
+
+    # --- accounts ------------------------------------------------------------
+    def register_account(
+        self, account: str, provider: str, capabilities: frozenset[Capability]
+    ) -> None:
+        self._accounts[account] = _Account(provider, capabilities)
+
+    def states(self, account: str) -> dict[str, VehicleState]:
+        return dict(self._accounts[account].states)
+
+    def seed(self, account: str, states: Iterable[VehicleState]) -> None:
+        """Last known states from the store: shown on connect, before the first poll."""
+        acct = self._accounts[account]
+        for state in states:
+            acct.states[state.vehicle_id] = state
+            acct.vehicles[state.vehicle_id] = _Vehicle(encode(state.to_json()), _device_key(state))
+
+    # --- changes -------------------------------------------------------------
+    async def vehicles_changed(self, account: str, states: Iterable[VehicleState]) -> int:
+        """Publish the vehicles whose state differs from what was last shown.
+
+        Returns the number of vehicles that changed."""
+        acct = self._accounts[account]
+        sends: list[tuple[str, bytes | str, bool]] = []
+        changed = 0
+        for state in states:
+            payload = encode(state.to_json())
+            vid = state.vehicle_id
+            known = acct.vehicles.get(vid)
+            acct.states[vid] = state
+            if known is not None and known.payload == payload:
+                continue
+            changed += 1
+            device_key = _device_key(state)
+            if known is None:
+                known = acct.vehicles[vid] = _Vehicle(payload, device_key)
+                sends.append(self._availability_message(account, vid, acct.available))
+            elif known.device_key != device_key:
+                known.discovered = False
+            known.payload, known.device_key = payload, device_key
+            if self._discovery and not known.discovered:
+                sends.extend(self._discovery_messages(account, acct, state))
+                known.discovered = True
+            sends.append((self._topics.vehicle_state(account, vid), payload, True))
+        await self._send(sends)
+        return changed
+
+    async def vehicles_removed(self, account: str, vehicle_ids: Iterable[str]) -> None:
+        """Clear everything retained of vehicles the provider no longer lists."""
+        acct = self._accounts[account]
+        sends: list[tuple[str, bytes | str, bool]] = []
+        for vid in vehicle_ids:
+            acct.states.pop(vid, None)
+            if acct.vehicles.pop(vid, None) is None:
+                continue
+            if self._discovery:
+                sends.extend(
+                    (topic, b"", True)
+                    for topic in vehicle_discovery_topics(
+                        self._topics, account, acct.capabilities, vid
+                    )
+                )
+            sends.append((self._topics.vehicle_state(account, vid), b"", True))
+            sends.append((self._topics.vehicle_availability(account, vid), b"", True))
+        await self._send(sends)
+
+    async def set_account_available(self, account: str, available: bool) -> None:
+        acct = self._accounts[account]
+        if acct.available == available:
+            return
+        acct.available = available
+        await self._send(
+            [self._availability_message(account, vid, available) for vid in acct.vehicles]
+        )
+
+    async def publish_json(self, topic: str, data: object, *, retain: bool) -> None:
+        await self._send([(topic, encode(data), retain)])
+
+    # --- whole picture -------------------------------------------------------
+    async def connected(self) -> None:
+        """A (re)connection: the broker may have lost everything, send it all."""
+        sends: list[tuple[str, bytes | str, bool]] = []
+        for account, acct in self._accounts.items():
+            for vid, vehicle in acct.vehicles.items():
+                if self._discovery:
+                    sends.extend(self._discovery_messages(account, acct, acct.states[vid]))
+                    vehicle.discovered = True
+                sends.append(self._availability_message(account, vid, acct.available))
+                sends.append((self._topics.vehicle_state(account, vid), vehicle.payload, True))
+        await self._send(sends)
+
+    async def republish_discovery(self) -> None:
+        """Home Assistant restarted (`online` on its status topic)."""
+        if not self._discovery:
+            return
+        sends: list[tuple[str, bytes | str, bool]] = []
+        for account, acct in self._accounts.items():
+            for vid in acct.vehicles:
+                sends.extend(self._discovery_messages(account, acct, acct.states[vid]))
+        await self._send(sends)
+
+    # --- helpers -------------------------------------------------------------
+    def _discovery_messages(
+        self, account: str, acct: _Account, state: VehicleState
+    ) -> list[tuple[str, bytes | str, bool]]:
+        messages: Iterable[DiscoveryMessage] = vehicle_discovery(
+            self._topics, account, acct.provider, acct.capabilities, state
+        )
+        return [(m.topic, encode(m.payload), True) for m in messages]
+
+    def _availability_message(
+        self, account: str, vid: str, available: bool
+    ) -> tuple[str, bytes | str, bool]:
+        return (
+            self._topics.vehicle_availability(account, vid),
+            ONLINE if available else OFFLINE,
+            True,
+        )
+
+    async def _send(self, messages: list[tuple[str, bytes | str, bool]]) -> None:
+        if not messages:
+            return
+        try:
+            for start in range(0, len(messages), BATCH):
+                batch: list[Awaitable[None]] = [
+                    self._sink.publish(topic, payload, retain=retain)
+                    for topic, payload, retain in messages[start : start + BATCH]
+                ]
+                await asyncio.gather(*batch)
+                self.messages_sent += len(batch)
+        except self._unavailable as err:
+            # Nothing is lost: the picture is kept and sent whole on reconnect.
+            _LOGGER.debug(
+                "MQTT unavailable, %d messages wait for reconnect: %s", len(messages), err
+            )

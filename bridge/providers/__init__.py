@@ -1,0 +1,27 @@
+"""Provider clients, one module each, and the registry that names them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from bridge.providers.base import Provider
+from bridge.providers.samsara import SamsaraProvider, SamsaraSettings
+
+# provider name (the `provider:` value in config) -> (client class, settings class)
+REGISTRY: dict[str, tuple[type[Any], type[Any]]] = {
+    SamsaraProvider.name: (SamsaraProvider, SamsaraSettings),
+}
+
+
+def create_provider(name: str, session: aiohttp.ClientSession, settings: Any) -> Provider:
+    """The client for one account; `settings` is that provider's settings dataclass."""
+    try:
+        client_class, settings_class = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r}") from None
+    if not isinstance(settings, settings_class):
+        raise TypeError(f"{name} expects {settings_class.__name__}")
+    provider: Provider = client_class(session, settings)
+    return provider

@@ -1,0 +1,188 @@
+"""One place for the HTTP rules every provider client follows.
+
+Timeouts on every call, `Retry-After` honoured on 429, exponential backoff with
+jitter on 5xx and connection errors, and every failure mapped to the exception
+hierarchy in `bridge.errors`. Provider clients build URLs and parse bodies; this
+module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from bridge import __version__
+from bridge.errors import (
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderDataError,
+    ProviderError,
+    ProviderRateLimitedError,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+USER_AGENT = f"fleet-telematics-bridge/{__version__}"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds (fractional, as
+    Samsara sends them) or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ProviderDataError(f"response is not JSON: {err}") from None
+
+    def text(self, limit: int = 200) -> str:
+        return self.body[:limit].decode("utf-8", "replace").strip()
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    """How hard to try before giving up on one logical request."""
+
+    attempts: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    # A 429 asking for longer than this is handed to the caller (the poller waits
+    # it out between polls instead of holding the request open).
+    max_retry_after: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        delay: float = min(self.backoff_max, self.backoff_base * 2**attempt)
+        # Full jitter keeps many bridges from retrying in lockstep.
+        return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass(slots=True)
+class HttpClient:
+    """A thin wrapper around an injected `aiohttp.ClientSession`."""
+
+    session: aiohttp.ClientSession
+    provider: str
+    timeout: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Sleep = asyncio.sleep
+
+    async def request(
+        self,
+        method: str,
+        url: URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        ok_statuses: frozenset[int] = frozenset({200, 201, 202, 204}),
+        passthrough_statuses: frozenset[int] = frozenset(),
+    ) -> Response:
+        """Send one request, retrying what is worth retrying.
+
+        Statuses in `passthrough_statuses` are returned to the caller untouched,
+        for the cases it understands better than a generic rule (a refused cursor).
+        """
+        all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        all_headers.update(headers or {})
+        attempt = 0
+        while True:
+            try:
+                response = await self._send(method, url, all_headers, params, json_body)
+            except ProviderConnectionError as err:
+                if attempt + 1 >= self.retry.attempts:
+                    raise
+                delay = self.retry.backoff(attempt)
+                _LOGGER.debug("%s: %s, retrying in %.1fs", self.provider, err, delay)
+                await self.sleep(delay)
+                attempt += 1
+                continue
+            status = response.status
+            if status in ok_statuses or status in passthrough_statuses:
+                return response
+            if status == 429:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                wait = retry_after if retry_after is not None else self.retry.backoff(attempt)
+                if attempt + 1 >= self.retry.attempts or wait > self.retry.max_retry_after:
+                    raise ProviderRateLimitedError(
+                        f"{self.provider} rate limit reached (429), retry after {wait:.2f}s",
+                        retry_after=wait,
+                    )
+                _LOGGER.info("%s answered 429, waiting %.2fs as asked", self.provider, wait)
+                await self.sleep(wait)
+                attempt += 1
+                continue
+            if status in (401, 403):
+                raise ProviderAuthError(
+                    f"{self.provider} refused the credentials (HTTP {status}): {response.text()}"
+                )
+            if status >= 500:
+                if attempt + 1 >= self.retry.attempts:
+                    raise ProviderConnectionError(
+                        f"{self.provider} kept failing (HTTP {status}: {response.text()})"
+                    )
+                delay = self.retry.backoff(attempt)
+                _LOGGER.info("%s answered HTTP %s, retrying in %.1fs", self.provider, status, delay)
+                await self.sleep(delay)
+                attempt += 1
+                continue
+            raise ProviderError(f"{self.provider} answered HTTP {status}: {response.text()}")
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        json_body: Any,
+    ) -> Response:
+        try:
+            async with (
+                asyncio.timeout(self.timeout),
+                self.session.request(
+                    method, url, headers=headers, params=params, json=json_body
+                ) as resp,
+            ):
+                body = await resp.read()
+                return Response(resp.status, dict(resp.headers), body)
+        except TimeoutError:
+            raise ProviderConnectionError(
+                f"{self.provider} did not answer within {self.timeout:.0f}s"
+            ) from None
+        except aiohttp.ClientError as err:
+            # The aiohttp message names host and port, never headers or tokens.
+            raise ProviderConnectionError(f"{self.provider} unreachable: {err}") from None

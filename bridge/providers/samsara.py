@@ -1,0 +1,361 @@
+"""Samsara: vehicles and their stats through the stats feed.
+
+The feed (`/fleet/vehicles/stats/feed`) returns the last known values on the first
+call and only what changed after that, with a cursor that we keep across restarts.
+A call takes at most three stat types, so the types are grouped and each group has
+its own cursor. Speeds arrive in mph and odometers in metres: converted here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import aiohttp
+from yarl import URL
+
+from bridge.errors import ProviderDataError, ProviderError
+from bridge.model import (
+    Capability,
+    EngineState,
+    PollPlan,
+    Position,
+    Update,
+    VehicleState,
+    parse_time,
+)
+from bridge.providers.http import HttpClient, RetryPolicy
+
+_LOGGER = logging.getLogger(__name__)
+
+# --- Endpoints, limits and units, in one place (docs: providers/samsara.txt, NOTES.md)
+BASE_URLS = {"us": "https://api.samsara.com", "eu": "https://api.eu.samsara.com"}
+PATH_VEHICLES = "fleet/vehicles"
+PATH_STATS_FEED = "fleet/vehicles/stats/feed"
+PAGE_LIMIT = 512  # default and maximum page size
+MAX_TYPES_PER_CALL = 3
+# After a feed page with hasNextPage false, wait at least this long (documented).
+FEED_MIN_INTERVAL_S = 5.0
+# A poll reads at most this many pages per feed; the rest comes with `more=True`.
+MAX_PAGES_PER_POLL = 50
+FEED_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("gps", "engineStates", "fuelPercents"),
+    ("obdOdometerMeters", "batteryMilliVolts", "obdEngineSeconds"),
+    ("gpsOdometerMeters",),
+)
+MPH_TO_KMH = 1.609344
+ENGINE_STATES = {"Off": EngineState.OFF, "On": EngineState.ON, "Idle": EngineState.IDLE}
+
+
+@dataclass(frozen=True, slots=True)
+class SamsaraSettings:
+    """What the Samsara client needs from config (plain values, no pydantic)."""
+
+    token: str
+    base_url: str = BASE_URLS["us"]
+    api_version: str | None = None
+    request_timeout: float = 30.0
+    feed_groups: tuple[tuple[str, ...], ...] = FEED_GROUPS
+
+
+@dataclass(slots=True)
+class _Reading:
+    """Per-vehicle raw values that need more than one stat to interpret."""
+
+    obd_odometer: bool = False
+
+
+@dataclass(slots=True)
+class SamsaraProvider:
+    """One Samsara organisation (one API token)."""
+
+    name: ClassVar[str] = "samsara"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.POSITION,
+            Capability.SPEED,
+            Capability.ODOMETER,
+            Capability.FUEL_LEVEL,
+            Capability.ENGINE_STATE,
+            Capability.IGNITION,
+            Capability.BATTERY_VOLTAGE,
+            Capability.ENGINE_HOURS,
+        }
+    )
+
+    session: aiohttp.ClientSession
+    settings: SamsaraSettings
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _http: HttpClient = field(init=False)
+    _states: dict[str, VehicleState] = field(default_factory=dict, init=False)
+    _readings: dict[str, _Reading] = field(default_factory=dict, init=False)
+    _cursors: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        for group in self.settings.feed_groups:
+            if not 0 < len(group) <= MAX_TYPES_PER_CALL:
+                raise ValueError(f"a Samsara feed group takes 1 to 3 types, got {group}")
+        self._http = HttpClient(
+            self.session, "Samsara", timeout=self.settings.request_timeout, retry=self.retry
+        )
+
+    # --- persistence -------------------------------------------------------
+    def checkpoint(self) -> dict[str, str]:
+        return dict(self._cursors)
+
+    def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
+        wanted = {_group_key(g) for g in self.settings.feed_groups}
+        self._cursors = {k: v for k, v in checkpoint.items() if k in wanted}
+        self._states = {v.vehicle_id: v for v in vehicles}
+
+    async def close(self) -> None:
+        """Nothing to release: the session is injected and owned by the caller."""
+
+    # --- polling -----------------------------------------------------------
+    async def poll(self, plan: PollPlan) -> Update:
+        before = dict(self._states)
+        removed: list[str] = []
+        if plan.refresh_vehicles or not self._states:
+            removed = await self._refresh_vehicle_list()
+        more = False
+        for group in self.settings.feed_groups:
+            more |= await self._read_feed(group)
+        changed = [state for vid, state in self._states.items() if before.get(vid) != state]
+        return Update(vehicles=changed, removed=removed, more=more)
+
+    async def _refresh_vehicle_list(self) -> list[str]:
+        listed: dict[str, dict[str, Any]] = {}
+        after: str | None = None
+        while True:
+            params = {"limit": str(PAGE_LIMIT)}
+            if after:
+                params["after"] = after
+            body = await self._get(PATH_VEHICLES, params)
+            for item in _data_list(body):
+                vid = _str_or_none(item.get("id"))
+                if vid:
+                    listed[vid] = item
+            after, has_next = _pagination(body)
+            if not has_next or not after:
+                break
+        removed = [vid for vid in self._states if vid not in listed]
+        for vid in removed:
+            del self._states[vid]
+            self._readings.pop(vid, None)
+        for vid, item in listed.items():
+            state = self._states.get(vid) or VehicleState(vehicle_id=vid, name=vid)
+            self._states[vid] = state.merged(
+                name=_str_or_none(item.get("name")) or vid,
+                vin=_str_or_none(item.get("vin")),
+                plate=_str_or_none(item.get("licensePlate")),
+                make=_str_or_none(item.get("make")),
+                model=_str_or_none(item.get("model")),
+                year=_int_or_none(item.get("year")),
+            )
+        return removed
+
+    async def _read_feed(self, types: tuple[str, ...]) -> bool:
+        """Read one feed group to its end (or the page cap). True if more is ready."""
+        key = _group_key(types)
+        for _ in range(MAX_PAGES_PER_POLL):
+            params = {"types": ",".join(types)}
+            cursor = self._cursors.get(key)
+            if cursor:
+                params["after"] = cursor
+            body = await self._get(PATH_STATS_FEED, params, cursor_given=bool(cursor))
+            if body is None:
+                # The cursor was refused (expired after 30 days, or from another
+                # token): start over from a fresh snapshot of last known values.
+                _LOGGER.warning(
+                    "Samsara refused the saved feed cursor for %s; starting from a fresh snapshot",
+                    key,
+                )
+                self._cursors.pop(key, None)
+                continue
+            for item in _data_list(body):
+                self._apply(item)
+            end_cursor, has_next = _pagination(body)
+            if end_cursor:
+                self._cursors[key] = end_cursor
+            if not has_next:
+                return False
+        return True
+
+    async def _get(self, path: str, params: dict[str, str], *, cursor_given: bool = False) -> Any:
+        headers = {"Authorization": f"Bearer {self.settings.token}"}
+        if self.settings.api_version:
+            headers["X-Samsara-Version"] = self.settings.api_version
+        url = URL(self.settings.base_url.rstrip("/") + "/" + path)
+        response = await self._http.request(
+            "GET",
+            url,
+            headers=headers,
+            params=params,
+            passthrough_statuses=frozenset({400}) if cursor_given else frozenset(),
+        )
+        if response.status == 400:
+            return None
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ProviderDataError(f"Samsara {path}: expected a JSON object")
+        return body
+
+    # --- mapping into the model -------------------------------------------
+    def _apply(self, item: Any) -> None:
+        """Fold one feed entry into the vehicle's state. Garbage in one entry is
+        logged and skipped; it never spoils the others."""
+        if not isinstance(item, dict):
+            return
+        vid = _str_or_none(item.get("id"))
+        if not vid:
+            return
+        try:
+            self._states[vid] = self._fold(vid, item)
+        except (ProviderError, TypeError, ValueError, KeyError) as err:
+            _LOGGER.warning("Samsara: skipped unreadable stats for vehicle %s: %s", vid, err)
+
+    def _fold(self, vid: str, item: dict[str, Any]) -> VehicleState:
+        state = self._states.get(vid) or VehicleState(
+            vehicle_id=vid, name=_str_or_none(item.get("name")) or vid
+        )
+        reading = self._readings.setdefault(vid, _Reading())
+        changes: dict[str, Any] = {}
+        seen: list[datetime] = [state.last_seen] if state.last_seen else []
+
+        gps = _latest(item.get("gps"))
+        if gps is not None:
+            lat, lon = _float_or_none(gps.get("latitude")), _float_or_none(gps.get("longitude"))
+            when = parse_time(gps.get("time"))
+            if lat is not None and lon is not None and _valid_coordinates(lat, lon):
+                geo = gps.get("reverseGeo")
+                address = geo.get("formattedLocation") if isinstance(geo, dict) else None
+                changes["position"] = Position(
+                    latitude=lat,
+                    longitude=lon,
+                    time=when,
+                    heading=_float_or_none(gps.get("headingDegrees")),
+                    address=address if isinstance(address, str) else None,
+                )
+                mph = _float_or_none(gps.get("speedMilesPerHour"))
+                if mph is not None:
+                    changes["speed_kmh"] = round(mph * MPH_TO_KMH, 1)
+                if when:
+                    seen.append(when)
+
+        engine = _latest(item.get("engineStates"))
+        if engine is not None and engine.get("value") in ENGINE_STATES:
+            engine_state = ENGINE_STATES[engine["value"]]
+            changes["engine_state"] = engine_state
+            changes["ignition"] = engine_state is not EngineState.OFF
+            seen.extend(_time_of(engine))
+
+        fuel = _latest_value(item.get("fuelPercents"))
+        if fuel is not None and 0 <= fuel <= 100:
+            changes["fuel_percent"] = fuel
+
+        obd_odo = _latest_value(item.get("obdOdometerMeters"))
+        if obd_odo is not None and obd_odo >= 0:
+            reading.obd_odometer = True
+            changes["odometer_km"] = round(obd_odo / 1000, 3)
+        gps_odo = _latest_value(item.get("gpsOdometerMeters"))
+        # The ECU's odometer wins; the GPS estimate is for vehicles without one.
+        if gps_odo is not None and gps_odo >= 0 and not reading.obd_odometer:
+            changes["odometer_km"] = round(gps_odo / 1000, 3)
+
+        millivolts = _latest_value(item.get("batteryMilliVolts"))
+        if millivolts is not None and millivolts >= 0:
+            changes["battery_voltage"] = round(millivolts / 1000, 3)
+
+        engine_seconds = _latest_value(item.get("obdEngineSeconds"))
+        if engine_seconds is not None and engine_seconds >= 0:
+            changes["engine_hours"] = round(engine_seconds / 3600, 2)
+
+        for key in (
+            "fuelPercents",
+            "obdOdometerMeters",
+            "gpsOdometerMeters",
+            "batteryMilliVolts",
+            "obdEngineSeconds",
+        ):
+            seen.extend(_time_of(_latest(item.get(key))))
+        if seen:
+            changes["last_seen"] = max(seen)
+        return state.merged(**changes)
+
+
+def _group_key(types: tuple[str, ...]) -> str:
+    return "feed:" + ",".join(types)
+
+
+def _data_list(body: Any) -> list[Any]:
+    data = body.get("data") if isinstance(body, dict) else None
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ProviderDataError("Samsara: `data` is not a list")
+    return data
+
+
+def _pagination(body: Any) -> tuple[str | None, bool]:
+    page = body.get("pagination") if isinstance(body, dict) else None
+    if not isinstance(page, dict):
+        return None, False
+    cursor = page.get("endCursor")
+    return (cursor if isinstance(cursor, str) and cursor else None), page.get("hasNextPage") is True
+
+
+def _latest(points: Any) -> dict[str, Any] | None:
+    """The newest point of a feed array (they are chronological, but be sure)."""
+    if isinstance(points, dict):  # the snapshot endpoint's singular form
+        return points
+    if not isinstance(points, list):
+        return None
+    best: dict[str, Any] | None = None
+    best_time: datetime | None = None
+    for point in points:
+        if not isinstance(point, dict):
+            continue
+        when = parse_time(point.get("time"))
+        if best is None or (when is not None and (best_time is None or when >= best_time)):
+            best, best_time = point, when
+    return best
+
+
+def _latest_value(points: Any) -> float | None:
+    point = _latest(points)
+    return None if point is None else _float_or_none(point.get("value"))
+
+
+def _time_of(point: dict[str, Any] | None) -> list[datetime]:
+    when = parse_time(point.get("time")) if point else None
+    return [when] if when else []
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    number = _float_or_none(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _valid_coordinates(lat: float, lon: float) -> bool:
+    return -90 <= lat <= 90 and -180 <= lon <= 180
