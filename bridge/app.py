@@ -29,6 +29,7 @@ def poller_settings(account: Account) -> PollerSettings:
         poll_interval=account.poll_interval,
         vehicle_list_interval=account.vehicle_list_interval,
         offline_after=account.offline_after,
+        unavailable_after=account.unavailable_after,
     )
 
 

@@ -83,8 +83,11 @@ class AccountPoller:
         self.health.vehicles = len(states)
         return len(states)
 
-    def request_poll(self) -> None:
-        """Poll now instead of at the end of the current wait."""
+    def request_poll(self, *, refresh_vehicles: bool = False) -> None:
+        """Poll now instead of at the end of the current wait (optionally re-reading
+        the vehicle list too)."""
+        if refresh_vehicles:
+            self._last_list = None
         self._wake.set()
 
     async def wait_polls(self, count: int, timeout: float = 30.0) -> None:
@@ -151,8 +154,7 @@ class AccountPoller:
 
     # --- health --------------------------------------------------------------
     async def _succeeded(self, vehicles: int) -> None:
-        recovered = self.health.status is not AccountStatus.OK
-        if recovered and self.health.failures:
+        if self.health.failures:
             _LOGGER.info("%s: polling works again", self.account)
         self.health.status = AccountStatus.OK
         self.health.vehicles = vehicles
@@ -161,7 +163,7 @@ class AccountPoller:
         self.health.last_error = None
         self._failing_since = None
         await self.publisher.set_account_available(self.account, True)
-        await self._polled_one(changed_status=recovered)
+        await self._polled_one()
 
     async def _failed(self, message: str) -> None:
         now = self.now()
@@ -172,14 +174,13 @@ class AccountPoller:
             _LOGGER.debug("%s: poll failed again: %s", self.account, message)
         self.health.failures += 1
         self.health.last_error = message
-        changed = self.health.status is not AccountStatus.DEGRADED
         self.health.status = AccountStatus.DEGRADED
         if (
             self._failing_since is not None
             and (now - self._failing_since).total_seconds() >= self.settings.unavailable_after
         ):
             await self.publisher.set_account_available(self.account, False)
-        await self._polled_one(changed_status=changed)
+        await self._polled_one()
 
     async def _stop(self, message: str) -> None:
         _LOGGER.error(
@@ -191,9 +192,9 @@ class AccountPoller:
         self.health.status = AccountStatus.STOPPED
         self.health.last_error = message
         await self.publisher.set_account_available(self.account, False)
-        await self._polled_one(changed_status=True)
+        await self._polled_one()
 
-    async def _polled_one(self, *, changed_status: bool) -> None:
+    async def _polled_one(self) -> None:
         self.health.polls += 1
         if self.on_health is not None:
             self.on_health()

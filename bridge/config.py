@@ -1,0 +1,665 @@
+"""The daemon's configuration: one YAML file in, one frozen `BridgeConfig` out.
+
+Loading runs in stages so that a user fixing a config sees every problem at once:
+YAML is parsed (keeping each option's line number), `${VAR}` / `${file:...}`
+references are substituted in the parsed tree, pydantic validates the schema, and
+the cross-field checks (duplicate account ids) run on the same data. Every problem
+becomes one `path (line N): reason` line of a `ConfigError`, built from the error's
+location and reason only: input values, which may be secrets, are never echoed.
+
+pydantic stays in this module; the rest of the bridge gets plain values
+(`SamsaraAccount.provider_settings()` returns the provider's own dataclass).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias, get_args
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from bridge.errors import ConfigError
+from bridge.mqtt.topics import RESERVED_ACCOUNT_ID
+from bridge.providers.samsara import BASE_URLS, FEED_MIN_INTERVAL_S, SamsaraSettings
+
+Loc: TypeAlias = tuple[str | int, ...]
+
+# Keys of the validation context that `parse_config` passes to the models.
+_BASE_DIR = "base_dir"
+_CROSS_CHECKED = "cross_checked"
+
+_ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose reason is exactly `message` (no input value in it)."""
+    return PydanticCustomError("bridge_config", message)
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """A relative path is relative to the config file's directory, when known."""
+    path = value.expanduser()
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base_dir = context.get(_BASE_DIR)
+    if isinstance(base_dir, Path) and not path.is_absolute():
+        path = base_dir / path
+    return path
+
+
+def _check_topic(value: str) -> str:
+    if not value:
+        raise _invalid("must not be empty")
+    if "+" in value or "#" in value:
+        raise _invalid("must not contain the MQTT wildcards '+' or '#'")
+    if value.startswith("/") or value.endswith("/"):
+        raise _invalid("must not start or end with '/'")
+    if "//" in value:
+        raise _invalid("must not contain empty topic levels ('//')")
+    if "\x00" in value:
+        raise _invalid("must not contain NUL characters")
+    return value
+
+
+def _check_not_blank(value: str) -> str:
+    if not value.strip():
+        raise _invalid("must not be empty")
+    return value
+
+
+class _Model(BaseModel):
+    # extra="forbid" names a mistyped option instead of ignoring it;
+    # hide_input_in_errors keeps secrets out of str(ValidationError).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class TlsConfig(_Model):
+    """TLS to the MQTT broker; all fields empty means the system's CAs."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _existing_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _resolve_path(value, info)
+        if not path.is_file():
+            reason = "is not a file" if path.exists() else "does not exist"
+            raise _invalid(f"file {path} {reason}")
+        return path
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_needs_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Absent from info.data means cert_file failed on its own: already reported.
+        if value is not None and "cert_file" in info.data and info.data["cert_file"] is None:
+            raise _invalid("requires cert_file (the client certificate)")
+        return value
+
+
+class MqttConfig(_Model):
+    """The MQTT broker and the topics the bridge publishes under."""
+
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = "fleet-bridge"
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 60
+    tls: TlsConfig | None = None
+    base_topic: str = "fleet"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    qos: Literal[0, 1] = 1
+
+    @field_validator("host", "client_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return _check_not_blank(value)
+
+    @field_validator("base_topic", "discovery_prefix")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return _check_topic(value)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_shorthand(cls, value: Any) -> Any:
+        # `tls: true` is TLS with the system's CAs, `tls: false` no TLS.
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        if value is None or isinstance(value, dict | TlsConfig):
+            return value
+        raise _invalid("must be true, false or a mapping of TLS options")
+
+
+class StoreConfig(_Model):
+    """Where the bridge keeps feed cursors and last known states across restarts."""
+
+    # validate_default: the default is relative to the config file's directory too.
+    path: Annotated[Path, Field(validate_default=True)] = Path("fleet-bridge.sqlite")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(value, info)
+
+
+class SamsaraAccount(_Model):
+    """One Samsara organisation, reached with one API token."""
+
+    provider: Literal["samsara"]
+    id: str
+    name: str | None = None
+    token: SecretStr
+    region: Literal["us", "eu"] = "us"
+    base_url: str | None = None
+    api_version: str | None = None
+    poll_interval: Annotated[float, Field(ge=FEED_MIN_INTERVAL_S)] = 10.0
+    vehicle_list_interval: Annotated[float, Field(ge=60)] = 3600.0
+    offline_after: Annotated[float, Field(ge=60)] = 3600.0
+    unavailable_after: Annotated[float, Field(ge=0)] = 600.0
+    request_timeout: Annotated[float, Field(gt=0, le=120)] = 30.0
+
+    @field_validator("id")
+    @classmethod
+    def _account_id(cls, value: str) -> str:
+        return _check_account_id(value)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if not secret.strip():
+            raise _invalid("must not be empty")
+        if _CONTROL_CHARACTERS.search(secret):
+            raise _invalid("must not contain line breaks or other control characters")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise _invalid("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("name", "api_version")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        return None if value is None else _check_not_blank(value)
+
+    def provider_settings(self) -> SamsaraSettings:
+        """The plain settings the Samsara client takes (the override URL wins)."""
+        return SamsaraSettings(
+            token=self.token.get_secret_value(),
+            base_url=self.base_url or BASE_URLS[self.region],
+            api_version=self.api_version,
+            request_timeout=self.request_timeout,
+        )
+
+
+def _check_account_id(value: str) -> str:
+    if not _ACCOUNT_ID.fullmatch(value):
+        raise _invalid(
+            "must be 1 to 64 characters: lower-case letters a-z, digits, '_' or '-', "
+            "starting with a letter or digit (it becomes an MQTT topic level)"
+        )
+    if value == RESERVED_ACCOUNT_ID:
+        raise _invalid(f"'{RESERVED_ACCOUNT_ID}' is reserved for the bridge's own topics")
+    return value
+
+
+def _provider_of(value: Any) -> str | None:
+    """The discriminator: the `provider:` of a raw mapping or of a built account."""
+    provider = (
+        value.get("provider") if isinstance(value, dict) else getattr(value, "provider", None)
+    )
+    if provider is None:
+        return None  # pydantic reports union_tag_not_found: we say "field required"
+    return provider if isinstance(provider, str) else ""
+
+
+# A new provider is one account class above and one `| Annotated[...]` line here.
+Account: TypeAlias = Annotated[
+    Annotated[SamsaraAccount, Tag("samsara")],
+    Discriminator(_provider_of),
+]
+
+
+def _tags(annotation: object) -> list[str]:
+    found = [m.tag for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Tag)]
+    for arg in get_args(annotation):
+        found += [tag for tag in _tags(arg) if tag not in found]
+    return found
+
+
+#: The `provider:` values the config accepts, in declaration order.
+PROVIDERS: tuple[str, ...] = tuple(_tags(Account))
+
+
+class BridgeConfig(_Model):
+    """The whole daemon configuration."""
+
+    mqtt: MqttConfig = MqttConfig()
+    store: StoreConfig = StoreConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    accounts: list[Account]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # A section whose options are all commented out parses as null: use defaults
+        # (and validate them, so a relative store path is resolved too).
+        if isinstance(data, dict):
+            data = dict(data)
+            for section in ("mqtt", "store"):
+                if data.get(section, {}) is None:
+                    data[section] = {}
+            data.setdefault("store", {})
+            if "accounts" in data and data["accounts"] is None:
+                data["accounts"] = []
+        return data
+
+    @field_validator("accounts")
+    @classmethod
+    def _at_least_one(cls, value: list[Account]) -> list[Account]:
+        if not value:
+            raise _invalid("at least one account is required")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self, info: ValidationInfo) -> BridgeConfig:
+        # parse_config runs this check itself on the raw data, so that it is reported
+        # together with schema errors; here it guards configs built in Python.
+        context = info.context if isinstance(info.context, Mapping) else {}
+        if not context.get(_CROSS_CHECKED):
+            problems = _duplicate_ids([account.id for account in self.accounts])
+            if problems:
+                raise _invalid("; ".join(_format_loc(loc) + ": " + msg for loc, msg in problems))
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for the logger to redact."""
+        values = [self.mqtt.password] + [account.token for account in self.accounts]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def _duplicate_ids(ids: list[object]) -> list[tuple[Loc, str]]:
+    first: dict[str, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for index, account_id in enumerate(ids):
+        if not isinstance(account_id, str):
+            continue
+        if account_id in first:
+            problems.append(
+                (
+                    ("accounts", index, "id"),
+                    f"duplicate account id '{account_id}' "
+                    f"(also used by accounts[{first[account_id]}])",
+                )
+            )
+        else:
+            first[account_id] = index
+    return problems
+
+
+# --- loading ----------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> BridgeConfig:
+    """Read and validate a YAML config file; raise ConfigError listing every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: configuration file not found"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{file}: the configuration file is not UTF-8 text"]) from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError([f"{file}: cannot read the configuration file ({reason})"]) from None
+    return parse_config(text, source=str(file), base_dir=file.absolute().parent)
+
+
+def parse_config(
+    text: str, *, source: str = "<string>", base_dir: Path | None = None
+) -> BridgeConfig:
+    """Validate YAML text; relative paths are relative to `base_dir` (default: cwd)."""
+    base = (base_dir if base_dir is not None else Path.cwd()).absolute()
+    data, collected = _parse_yaml(text, source)
+    if data is None:
+        raise ConfigError(
+            [f"{source}: the configuration is empty; it needs at least an 'accounts' list"]
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                f"{source} (line {collected.lines.get((), 1)}): the top level must be a mapping of "
+                f"options (like 'mqtt:' and 'accounts:'), not {_kind(data)}"
+            ]
+        )
+
+    failed: set[Loc] = set()
+    data = _substitute_tree(data, (), base, collected, failed)
+    accounts = data.get("accounts")
+    if isinstance(accounts, list):
+        ids = [item.get("id") if isinstance(item, dict) else None for item in accounts]
+        cross_field = _duplicate_ids(ids)
+    else:
+        cross_field = []
+
+    config: BridgeConfig | None = None
+    try:
+        config = BridgeConfig.model_validate(data, context={_BASE_DIR: base, _CROSS_CHECKED: True})
+    except ValidationError as err:
+        for error in err.errors(include_url=False, include_input=False):
+            loc, reason = _describe(error, data)
+            if not any(loc[: len(bad)] == bad for bad in failed):
+                collected.add(loc, reason)
+    for loc, reason in cross_field:
+        collected.add(loc, reason)
+
+    if collected.problems or config is None:
+        raise ConfigError(collected.render(_secret_values(data)))
+    return config
+
+
+class _Problems:
+    """Problems as (location, reason), rendered with line numbers at the end."""
+
+    def __init__(self, lines: dict[Loc, int]) -> None:
+        self.lines = lines
+        self.problems: list[tuple[Loc, str]] = []
+
+    def add(self, loc: Loc, reason: str) -> None:
+        if (loc, reason) not in self.problems:
+            self.problems.append((loc, reason))
+
+    def line_of(self, loc: Loc) -> int | None:
+        # A missing option has no line: use its parent mapping's, and so on up.
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+    def render(self, secrets: list[str]) -> list[str]:
+        rendered: list[tuple[int, str]] = []
+        for loc, reason in self.problems:
+            line = self.line_of(loc)
+            where = _format_loc(loc) + ("" if line is None else f" (line {line})")
+            message = f"{where}: {reason}"
+            for secret in secrets:
+                message = message.replace(secret, "***")
+            rendered.append((line if line is not None else 0, message))
+        # Top to bottom of the file, as the user will fix them.
+        return [message for _, message in sorted(rendered, key=lambda item: item[0])]
+
+
+def _format_loc(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text or "(top level)"
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a " + type(value).__name__
+
+
+# --- YAML ---------------------------------------------------------------------------
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, _Problems]:
+    """The parsed document, and problems that know every option's line (1-based)."""
+    loader = yaml.SafeLoader(text)
+    problems = _Problems({})
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, problems
+        _map_lines(node, (), problems, set())
+        return loader.construct_document(node), problems
+    except yaml.MarkedYAMLError as err:
+        # Built from the problem and its mark only: str(err) quotes the input line.
+        mark = err.problem_mark or err.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        reason = err.problem or err.context or "unreadable"
+        if err.context and reason.startswith("but "):
+            reason = f"{err.context}, {reason}"
+        raise ConfigError([f"{source}{where}: invalid YAML: {reason}"]) from None
+    except yaml.YAMLError:
+        raise ConfigError([f"{source}: invalid YAML"]) from None
+    finally:
+        loader.dispose()
+
+
+def _map_lines(node: yaml.Node, loc: Loc, problems: _Problems, active: set[int]) -> None:
+    """Record the line of every option and list item; note options given twice."""
+    if id(node) in active:
+        # The tree would be infinite: nothing below could be validated.
+        raise ConfigError(
+            [
+                *problems.render([]),
+                f"{_format_loc(loc)} (line {node.start_mark.line + 1}): "
+                "a YAML alias refers to the node that contains it",
+            ]
+        )
+    active.add(id(node))
+    lines = problems.lines
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # reported after construction: option names must be text
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                problems.add((*loc, key), f"option given twice (also on line {seen[key]})")
+                lines[(*loc, key)] = line
+                continue
+            seen[key] = line
+            lines[(*loc, key)] = line
+            _map_lines(value_node, (*loc, key), problems, active)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _map_lines(item, (*loc, index), problems, active)
+    active.discard(id(node))
+
+
+# --- ${...} substitution ------------------------------------------------------------
+
+# `$$`, or `${...}`, or an unterminated `${`.
+_REFERENCE = re.compile(r"\$(?:(\$)|\{([^}]*)(\}?))")
+_ENV_REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+class _SubstitutionError(Exception):
+    pass
+
+
+def _substitute_tree(
+    value: Any, loc: Loc, base_dir: Path, problems: _Problems, failed: set[Loc]
+) -> Any:
+    if isinstance(value, dict):
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                problems.add(loc, f"option name {key!r} must be text (put it in quotes)")
+                continue
+            result[key] = _substitute_tree(item, (*loc, key), base_dir, problems, failed)
+        return result
+    if isinstance(value, list):
+        return [
+            _substitute_tree(item, (*loc, index), base_dir, problems, failed)
+            for index, item in enumerate(value)
+        ]
+    if isinstance(value, str) and "$" in value:
+        try:
+            return _substitute(value, base_dir)
+        except _SubstitutionError as err:
+            problems.add(loc, str(err))
+            failed.add(loc)
+            return ""
+    return value
+
+
+def _substitute(value: str, base_dir: Path) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "$"
+        body, closed = match.group(2), match.group(3)
+        if not closed:
+            raise _SubstitutionError("'${' without a closing '}' (write '$$' for a literal '$')")
+        return _resolve_reference(body, base_dir)
+
+    return _REFERENCE.sub(replace, value)
+
+
+def _resolve_reference(body: str, base_dir: Path) -> str:
+    if body.startswith("file:"):
+        return _read_secret_file(body.removeprefix("file:"), base_dir)
+    match = _ENV_REFERENCE.fullmatch(body)
+    if match is None:
+        # The text between the braces is not quoted back: it might be a secret.
+        raise _SubstitutionError(
+            "invalid reference: expected ${NAME}, ${NAME:-default} or ${file:path} "
+            "(write '$$' for a literal '$')"
+        )
+    name, default = match.group(1), match.group(2)
+    value = os.environ.get(name)
+    if default is not None and not value:
+        return default
+    if value is None:
+        raise _SubstitutionError(f"environment variable {name} is not set")
+    return value
+
+
+def _read_secret_file(name: str, base_dir: Path) -> str:
+    if not name.strip():
+        raise _SubstitutionError("'${file:...}' needs a file path")
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    try:
+        content = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _SubstitutionError(f"secret file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise _SubstitutionError(f"secret file {path} is not UTF-8 text") from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise _SubstitutionError(f"cannot read secret file {path} ({reason})") from None
+    if content.endswith("\r\n"):
+        return content[:-2]
+    return content.removesuffix("\n")
+
+
+# --- pydantic errors into problems --------------------------------------------------
+
+_SECRET_OPTIONS = frozenset({"token", "password"})
+
+
+def _describe(error: ErrorDetails, data: Any) -> tuple[Loc, str]:
+    """The user's location and a lower-case reason, from `loc`, `type` and `msg` only."""
+    loc = _strip_tags(tuple(error["loc"]))
+    kind = error["type"]
+    if kind in ("union_tag_not_found", "union_tag_invalid"):
+        item = _lookup(data, loc)
+        if not isinstance(item, dict):
+            return loc, "must be a mapping of account options"
+        expected = ", ".join(PROVIDERS)
+        provider = item.get("provider")
+        if provider is None:
+            return (*loc, "provider"), "field required"
+        if not isinstance(provider, str):
+            return (*loc, "provider"), f"must be one of: {expected}"
+        return (*loc, "provider"), f"unknown provider '{provider}' (expected one of: {expected})"
+    if kind == "missing":
+        return loc, "field required"
+    if kind == "extra_forbidden":
+        return loc, "unknown option"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return loc, "must be a mapping of options"
+    reason = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        reason = reason.removeprefix(prefix)
+    if reason.startswith("Input should be "):
+        reason = "must be " + reason.removeprefix("Input should be ")
+    return loc, reason[:1].lower() + reason[1:]
+
+
+def _strip_tags(loc: Loc) -> Loc:
+    """('accounts', 0, 'samsara', 'token') -> ('accounts', 0, 'token')."""
+    return tuple(
+        part
+        for index, part in enumerate(loc)
+        if not (
+            index >= 2
+            and part in PROVIDERS
+            and isinstance(loc[index - 1], int)
+            and loc[index - 2] == "accounts"
+        )
+    )
+
+
+def _lookup(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        in_list = isinstance(part, int) and isinstance(data, list) and 0 <= part < len(data)
+        in_mapping = isinstance(part, str) and isinstance(data, dict) and part in data
+        if not (in_list or in_mapping):
+            return None
+        data = data[part]
+    return data
+
+
+def _secret_values(data: Any, under_secret: bool = False) -> list[str]:
+    """Every scalar given for a secret option: a last guard on rendered messages."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found += _secret_values(value, under_secret or key in _SECRET_OPTIONS)
+    elif isinstance(data, list):
+        for item in data:
+            found += _secret_values(item, under_secret)
+    elif under_secret and data is not None and not isinstance(data, bool):
+        text = str(data)
+        if len(text) >= 4:
+            found.append(text)
+    return sorted(set(found), key=len, reverse=True)

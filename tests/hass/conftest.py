@@ -1,0 +1,31 @@
+"""Home Assistant's own code judges the bridge's MQTT discovery payloads.
+
+Runs in the Home Assistant test venv (see requirements.txt and pytest.ini here),
+never in the project venv; `bridge` comes from the working tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from homeassistant.core import HomeAssistant
+
+import bridge
+
+# An installed copy of the bridge would be tested instead of the checkout.
+assert Path(bridge.__file__).resolve().is_relative_to(Path(__file__).resolve().parents[2]), (
+    bridge.__file__
+)
+
+
+@pytest.fixture
+async def mqtt_ready(
+    hass: HomeAssistant,
+    mock_hass_config: None,
+    mqtt_mock_entry: Any,
+) -> HomeAssistant:
+    """Home Assistant with its MQTT integration set up (discovery on) on a mocked client."""
+    await mqtt_mock_entry()
+    return hass

@@ -1,0 +1,344 @@
+"""A real Home Assistant (2024.3, MQTT integration on a mocked client) gets the
+bridge's discovery and state messages; the entities must be what a user expects."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from fleet_ha import (
+    ACCOUNT,
+    ALL_CAPABILITIES,
+    SAMSARA_CAPABILITIES,
+    SEEN,
+    TOPICS,
+    discovery_messages,
+    make_vehicle,
+    publish,
+    publish_discovery,
+    publish_state,
+    publish_vehicle_availability,
+)
+from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.template import Template
+
+from bridge.model import Capability, EngineState, Position
+from bridge.mqtt.discovery import device_identifier, vehicle_discovery_topics
+from bridge.mqtt.topics import OFFLINE, ONLINE
+
+VEHICLE = make_vehicle()
+NODE = device_identifier(ACCOUNT, VEHICLE.vehicle_id)
+
+# What the user sees: entity ids from the device name, one per description key.
+ENTITY_IDS = {
+    "location": "device_tracker.truck_7",
+    "speed": "sensor.truck_7_speed",
+    "odometer": "sensor.truck_7_odometer",
+    "fuel_level": "sensor.truck_7_fuel_level",
+    "fuel_volume": "sensor.truck_7_fuel_volume",
+    "engine_state": "sensor.truck_7_engine_state",
+    "battery_voltage": "sensor.truck_7_battery_voltage",
+    "engine_hours": "sensor.truck_7_engine_hours",
+    "last_seen": "sensor.truck_7_last_seen",
+    "ignition": "binary_sensor.truck_7_ignition",
+    "moving": "binary_sensor.truck_7_moving",
+    "online": "binary_sensor.truck_7_online",
+}
+NOT_FROM_SAMSARA = {"fuel_volume"}
+
+
+def _state(hass: HomeAssistant, key: str) -> Any:
+    state = hass.states.get(ENTITY_IDS[key])
+    assert state is not None, f"{ENTITY_IDS[key]} does not exist"
+    return state
+
+
+def _states(hass: HomeAssistant, keys: Any = ENTITY_IDS) -> dict[str, str]:
+    return {key: _state(hass, key).state for key in keys}
+
+
+def _problems_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Warnings and errors of Home Assistant about our entities or messages."""
+    return [
+        f"{r.levelname} {r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("homeassistant")
+    ]
+
+
+async def _vehicle_online(hass: HomeAssistant, vehicle: Any = VEHICLE) -> None:
+    await publish(hass, TOPICS.bridge_state, ONLINE)
+    await publish_vehicle_availability(hass, vehicle.vehicle_id, ONLINE)
+    await publish_state(hass, vehicle)
+
+
+@pytest.fixture
+async def discovered(mqtt_ready: HomeAssistant) -> HomeAssistant:
+    """Home Assistant after the bridge announced the full-capability vehicle."""
+    await publish_discovery(mqtt_ready, discovery_messages(ALL_CAPABILITIES))
+    return mqtt_ready
+
+
+async def test_entities_wait_for_the_bridge_and_vehicle_to_be_online(
+    discovered: HomeAssistant,
+) -> None:
+    hass = discovered
+    assert set(_states(hass).values()) == {STATE_UNAVAILABLE}
+
+    await publish(hass, TOPICS.bridge_state, ONLINE)
+    states = _states(hass)
+    assert states.pop("online") == STATE_UNKNOWN  # needs only the bridge
+    assert set(states.values()) == {STATE_UNAVAILABLE}
+
+    await publish_vehicle_availability(hass, VEHICLE.vehicle_id, ONLINE)
+    assert set(_states(hass).values()) == {STATE_UNKNOWN}  # no state message yet
+
+
+async def test_vehicle_state_shows_as_typed_entities(
+    discovered: HomeAssistant, caplog: pytest.LogCaptureFixture
+) -> None:
+    hass = discovered
+    await _vehicle_online(hass)
+
+    tracker = _state(hass, "location")
+    assert tracker.state == "not_home"
+    assert tracker.attributes["latitude"] == pytest.approx(52.52)
+    assert tracker.attributes["longitude"] == pytest.approx(13.405)
+    assert tracker.attributes["gps_accuracy"] == 8
+    assert tracker.attributes["source_type"] == "gps"
+    assert tracker.attributes["heading"] == 90
+    assert tracker.attributes["address"] == "Alexanderplatz, Berlin"
+    assert tracker.attributes["friendly_name"] == "Truck 7"
+
+    def numeric(key: str, value: float, unit: str, device_class: str | None, state_class: str):
+        state = _state(hass, key)
+        assert float(state.state) == pytest.approx(value), key
+        assert state.attributes.get("unit_of_measurement") == unit, key
+        assert state.attributes.get("device_class") == device_class, key
+        assert state.attributes.get("state_class") == state_class, key
+
+    numeric("speed", 42.5, "km/h", "speed", "measurement")
+    numeric("odometer", 123456.7, "km", "distance", "total_increasing")
+    numeric("fuel_level", 63.5, "%", None, "measurement")
+    numeric("fuel_volume", 250.0, "L", "volume_storage", "measurement")
+    numeric("battery_voltage", 24.6, "V", "voltage", "measurement")
+    numeric("engine_hours", 5012.3, "h", "duration", "total_increasing")
+
+    engine = _state(hass, "engine_state")
+    assert engine.state == "on"
+    assert engine.attributes["device_class"] == "enum"
+    assert engine.state in [s.value for s in EngineState]
+
+    last_seen = _state(hass, "last_seen")
+    assert last_seen.attributes["device_class"] == "timestamp"
+    assert last_seen.state == SEEN.isoformat()
+
+    assert _states(hass, ["ignition", "moving", "online"]) == {
+        "ignition": "on",
+        "moving": "on",
+        "online": "on",
+    }
+    assert _state(hass, "ignition").attributes["device_class"] == "power"
+    assert _state(hass, "moving").attributes["device_class"] == "moving"
+    assert _state(hass, "online").attributes["device_class"] == "connectivity"
+
+    parked = VEHICLE.merged(
+        speed_kmh=0.0, ignition=False, engine_state=EngineState.OFF, fuel_percent=12.0
+    )
+    await publish_state(hass, parked)
+    assert _states(hass, ["speed", "fuel_level", "engine_state", "ignition", "moving"]) == {
+        "speed": "0.0",
+        "fuel_level": "12.0",
+        "engine_state": "off",
+        "ignition": "off",
+        "moving": "off",
+    }
+    assert _problems_logged(caplog) == []
+
+
+async def test_vehicle_at_home_is_home(discovered: HomeAssistant) -> None:
+    hass = discovered
+    home = Position(latitude=hass.config.latitude, longitude=hass.config.longitude)
+    await _vehicle_online(hass, VEHICLE.merged(position=home))
+
+    tracker = _state(hass, "location")
+    assert tracker.state == "home"
+    assert tracker.attributes["gps_accuracy"] == 0  # the provider gave none
+
+
+async def test_one_device_with_the_vehicle_details_and_designed_unique_ids(
+    discovered: HomeAssistant,
+) -> None:
+    hass = discovered
+    entity_registry = er.async_get(hass)
+    device_registry = dr.async_get(hass)
+
+    entity_ids = {
+        key: entity_registry.async_get_entity_id(entity_id.split(".")[0], "mqtt", f"{NODE}_{key}")
+        for key, entity_id in ENTITY_IDS.items()
+    }
+    assert entity_ids == ENTITY_IDS
+    assert NODE == "fleet_acme_TRK-7"
+
+    device = device_registry.async_get_device(identifiers={("mqtt", NODE)})
+    assert device is not None
+    assert device.name == "Truck 7"
+    assert device.manufacturer == "Volvo"
+    assert device.model == "FH16 2021"
+    assert device.serial_number == "YV2RT40A5LB123456"
+    entries = er.async_entries_for_device(entity_registry, device.id)
+    assert sorted(e.entity_id for e in entries) == sorted(ENTITY_IDS.values())
+    assert len(dr.async_entries_for_config_entry(device_registry, entries[0].config_entry_id)) == 1
+
+    by_key = {key: entity_registry.async_get(entity_id) for key, entity_id in ENTITY_IDS.items()}
+    assert by_key["location"].has_entity_name
+    assert by_key["location"].original_name is None  # the device's main entity
+    assert by_key["speed"].original_name == "Speed"
+    diagnostic = {
+        key for key, e in by_key.items() if e.entity_category == er.EntityCategory.DIAGNOSTIC
+    }
+    assert diagnostic == {"last_seen", "online"}
+    assert by_key["speed"].options["sensor"]["suggested_display_precision"] == 0
+    assert by_key["battery_voltage"].options["sensor"]["suggested_display_precision"] == 1
+
+
+async def test_samsara_vehicle_gets_only_its_entities_on_one_device(
+    mqtt_ready: HomeAssistant,
+) -> None:
+    hass = mqtt_ready
+    await publish_discovery(hass, discovery_messages(SAMSARA_CAPABILITIES))
+    await _vehicle_online(hass)
+
+    expected = {k: v for k, v in ENTITY_IDS.items() if k not in NOT_FROM_SAMSARA}
+    entity_registry = er.async_get(hass)
+    device = dr.async_get(hass).async_get_device(identifiers={("mqtt", NODE)})
+    assert device is not None
+    entries = er.async_entries_for_device(entity_registry, device.id)
+    assert sorted(e.entity_id for e in entries) == sorted(expected.values())
+    assert hass.states.get(ENTITY_IDS["fuel_volume"]) is None
+    assert STATE_UNAVAILABLE not in _states(hass, expected).values()
+
+
+async def test_null_values_become_unknown(
+    discovered: HomeAssistant, caplog: pytest.LogCaptureFixture
+) -> None:
+    hass = discovered
+    await _vehicle_online(hass)
+    caplog.clear()
+
+    nothing_known = VEHICLE.merged(
+        position=None,
+        speed_kmh=None,
+        odometer_km=None,
+        fuel_percent=None,
+        fuel_volume_l=None,
+        engine_state=None,
+        ignition=None,
+        battery_voltage=None,
+        engine_hours=None,
+        last_seen=None,
+    )
+    await publish_state(hass, nothing_known)
+
+    states = _states(hass)
+    assert states.pop("online") == "on"
+    assert states == dict.fromkeys(states, STATE_UNKNOWN)
+    tracker = _state(hass, "location")
+    assert "latitude" not in tracker.attributes
+    assert "longitude" not in tracker.attributes
+    # Home Assistant 2024.3 warns once about a timestamp sensor given "None"
+    # (it still becomes unknown; 2024.10 and later take "None" silently).
+    logged = _problems_logged(caplog)
+    assert [m for m in logged if "Invalid state message" not in m] == []
+    assert len(logged) <= 1
+
+    unknown_online = nothing_known.merged(online=None)
+    await publish_state(hass, unknown_online)
+    assert _state(hass, "online").state == STATE_UNKNOWN
+
+    await publish_state(hass, VEHICLE)
+    assert STATE_UNKNOWN not in _states(hass).values()
+
+
+async def test_engine_state_template_fits_old_and_new_home_assistant(hass: HomeAssistant) -> None:
+    """Null engine state: "unknown" text where HA keeps text, "None" where `options` work.
+
+    Home Assistant 2024.9 added `options` to MQTT sensors (they then show as an
+    attribute) and 2024.10 made a rendered "None" unknown for enum sensors too.
+    """
+    config = next(
+        m.payload
+        for m in discovery_messages(ALL_CAPABILITIES)
+        if m.topic.endswith("/engine_state/config")
+    )
+    template = Template(config["value_template"], hass)
+
+    def render(engine_state: str | None, attributes: dict[str, Any]) -> str:
+        payload = json.dumps(VEHICLE.merged(engine_state=engine_state).to_json())
+        this = {"state": "on", "attributes": attributes}
+        return str(
+            template.async_render_with_possible_json_value(payload, variables={"this": this})
+        )
+
+    assert render(EngineState.IDLE, {}) == "idle"
+    assert render(None, {}) == "unknown"
+    assert render(EngineState.IDLE, {"options": config["options"]}) == "idle"
+    assert render(None, {"options": config["options"]}) == "None"
+
+
+async def test_vehicle_offline_keeps_only_online_available(discovered: HomeAssistant) -> None:
+    hass = discovered
+    await _vehicle_online(hass)
+
+    await publish_vehicle_availability(hass, VEHICLE.vehicle_id, OFFLINE)
+    await publish_state(hass, VEHICLE.merged(online=False))
+
+    states = _states(hass)
+    assert states.pop("online") == "off"
+    assert states == dict.fromkeys(states, STATE_UNAVAILABLE)
+
+    await publish_vehicle_availability(hass, VEHICLE.vehicle_id, ONLINE)
+    await publish_state(hass, VEHICLE)
+    assert STATE_UNAVAILABLE not in _states(hass).values()
+    assert _state(hass, "online").state == "on"
+
+
+async def test_bridge_offline_makes_every_entity_unavailable(discovered: HomeAssistant) -> None:
+    hass = discovered
+    await _vehicle_online(hass)
+
+    await publish(hass, TOPICS.bridge_state, OFFLINE)
+    assert set(_states(hass).values()) == {STATE_UNAVAILABLE}
+
+    await publish(hass, TOPICS.bridge_state, ONLINE)
+    assert _state(hass, "speed").state == "42.5"
+    assert _state(hass, "online").state == "on"
+
+
+async def test_empty_config_removes_the_entity_and_finally_the_device(
+    discovered: HomeAssistant,
+) -> None:
+    hass = discovered
+    await _vehicle_online(hass)
+    entity_registry = er.async_get(hass)
+    device_registry = dr.async_get(hass)
+
+    speed_topic = TOPICS.discovery("sensor", NODE, "speed")
+    await publish(hass, speed_topic, "")
+
+    assert hass.states.get(ENTITY_IDS["speed"]) is None
+    assert entity_registry.async_get(ENTITY_IDS["speed"]) is None
+    assert _state(hass, "odometer").state == "123456.7"
+
+    for topic in vehicle_discovery_topics(
+        TOPICS, ACCOUNT, frozenset(Capability), VEHICLE.vehicle_id
+    ):
+        await publish(hass, topic, "")
+
+    assert [s.entity_id for s in hass.states.async_all() if "truck_7" in s.entity_id] == []
+    assert device_registry.async_get_device(identifiers={("mqtt", NODE)}) is None

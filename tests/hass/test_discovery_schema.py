@@ -1,0 +1,159 @@
+"""Every discovery message passes Home Assistant's own discovery validation.
+
+This mirrors `homeassistant/components/mqtt/discovery.py` (topic matching,
+abbreviation expansion, origin check) and then applies the platform's
+`DISCOVERY_SCHEMA`, exactly what the MQTT integration does with a config message.
+`DISCOVERY_SCHEMA` silently drops keys it does not know (`extra=REMOVE_EXTRA`), so
+a dropped key is a problem too: Home Assistant would ignore that setting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import voluptuous as vol
+from fleet_ha import CAPABILITY_SETS, REPO_ROOT, TOPICS, discovery_messages, make_vehicle
+from homeassistant.components.mqtt.abbreviations import (
+    ABBREVIATIONS,
+    DEVICE_ABBREVIATIONS,
+    ORIGIN_ABBREVIATIONS,
+)
+from homeassistant.components.mqtt.discovery import (
+    MQTT_ORIGIN_INFO_SCHEMA,
+    SUPPORTED_COMPONENTS,
+    TOPIC_MATCHER,
+)
+
+from bridge.mqtt.discovery import DiscoveryMessage
+from bridge.mqtt.topics import Topics
+
+# Keys newer Home Assistant versions read that 2024.3 does not know and drops:
+# MQTT sensors take `options` (for enum sensors) since 2024.9.
+NEWER_THAN_HA_2024_3 = {"sensor": {"options"}}
+
+
+def _expand(payload: dict[str, Any]) -> dict[str, Any]:
+    """Home Assistant's abbreviation expansion of a discovery payload."""
+    expanded = {ABBREVIATIONS.get(key, key): value for key, value in payload.items()}
+    if isinstance(expanded.get("device"), dict):
+        expanded["device"] = {
+            DEVICE_ABBREVIATIONS.get(key, key): value for key, value in expanded["device"].items()
+        }
+    if isinstance(expanded.get("origin"), dict):
+        expanded["origin"] = {
+            ORIGIN_ABBREVIATIONS.get(key, key): value for key, value in expanded["origin"].items()
+        }
+    if isinstance(expanded.get("availability"), list):
+        expanded["availability"] = [
+            {ABBREVIATIONS.get(key, key): value for key, value in entry.items()}
+            if isinstance(entry, dict)
+            else entry
+            for entry in expanded["availability"]
+        ]
+    return expanded
+
+
+def ha_problems(message: DiscoveryMessage, topics: Topics = TOPICS) -> list[str]:
+    """What Home Assistant 2024.3 would reject or ignore in one config message."""
+    prefix = f"{topics.discovery_prefix}/"
+    if not message.topic.startswith(prefix):
+        return [f"topic {message.topic!r} is outside the discovery prefix {prefix!r}"]
+    match = TOPIC_MATCHER.match(message.topic[len(prefix) :])
+    if match is None:
+        return [f"topic {message.topic!r} is not a discovery topic Home Assistant accepts"]
+    component = match.group("component")
+    if component not in SUPPORTED_COMPONENTS:
+        return [f"component {component!r} is not supported by MQTT discovery"]
+
+    # What goes over the wire, then Home Assistant's expansion of it.
+    payload = _expand(json.loads(json.dumps(message.payload)))
+    problems = []
+    try:
+        MQTT_ORIGIN_INFO_SCHEMA(payload.get("origin", {"name": "absent"}))
+    except vol.Invalid as err:
+        problems.append(f"origin: {err}")
+
+    schema = importlib.import_module(f"homeassistant.components.mqtt.{component}")
+    try:
+        validated = schema.DISCOVERY_SCHEMA(payload)
+    except vol.Invalid as err:
+        return [*problems, f"{component}: {err}"]
+    dropped = set(payload) - set(validated) - NEWER_THAN_HA_2024_3.get(component, set())
+    if dropped:
+        problems.append(f"{component}: Home Assistant ignores {sorted(dropped)}")
+    return problems
+
+
+@pytest.mark.parametrize("capabilities", CAPABILITY_SETS.values(), ids=CAPABILITY_SETS.keys())
+def test_every_discovery_payload_passes_home_assistant_validation(capabilities):
+    messages = discovery_messages(capabilities)
+
+    problems = {message.topic: ha_problems(message) for message in messages}
+
+    assert {topic: p for topic, p in problems.items() if p} == {}
+    # Online and last seen exist for every vehicle, whatever the provider fills.
+    assert len(messages) >= 2
+
+
+def test_awkward_vehicle_ids_and_missing_details_still_pass():
+    vehicle = make_vehicle(
+        vehicle_id="fleet/Truck 7+#ü", name="Zug № 7", vin=None, make=None, model=None, year=None
+    )
+    messages = discovery_messages(CAPABILITY_SETS["all"], vehicle)
+
+    assert {m.topic: ha_problems(m) for m in messages if ha_problems(m)} == {}
+    device = messages[0].payload["device"]
+    assert device["manufacturer"] == "Samsara"
+    assert device["model"] == "Vehicle"
+    assert "serial_number" not in device
+
+
+def test_the_check_catches_what_home_assistant_rejects_or_ignores():
+    good = discovery_messages(CAPABILITY_SETS["all"])
+    speed = next(m for m in good if m.topic.endswith("/speed/config"))
+    assert ha_problems(speed) == []
+
+    def broken(**changes: Any) -> DiscoveryMessage:
+        return DiscoveryMessage(speed.topic, {**speed.payload, **changes})
+
+    assert ha_problems(broken(state_class="sometimes"))  # rejected
+    assert ha_problems(broken(device_class="velocity"))  # rejected
+    assert ha_problems(broken(value_template="{{ value_json.speed_kmh "))  # bad Jinja
+    assert ha_problems(broken(unit_of_measurment="km/h"))  # typo: silently ignored
+    assert ha_problems(broken(device={"name": "Truck 7"}))  # device without identifier
+    assert ha_problems(broken(origin={"sw_version": "1"}))  # origin without name
+    assert ha_problems(DiscoveryMessage(speed.topic.replace("TRK-7", "TRK 7"), speed.payload))
+    assert ha_problems(DiscoveryMessage(speed.topic.replace("/sensor/", "/gauge/"), speed.payload))
+
+
+@pytest.mark.parametrize("capabilities", CAPABILITY_SETS.values(), ids=CAPABILITY_SETS.keys())
+def test_unique_ids_and_discovery_topics_are_distinct(capabilities):
+    messages = discovery_messages(capabilities)
+    unique_ids = [m.payload["unique_id"] for m in messages]
+    topics = [m.topic for m in messages]
+
+    assert len(set(unique_ids)) == len(unique_ids)
+    assert len(set(topics)) == len(topics)
+
+
+def test_discovery_module_imports_only_the_standard_library():
+    """The premise of this suite: no bridge dependency is needed in the HA venv."""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import bridge.mqtt.discovery\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(new - set(sys.stdlib_module_names) - {'bridge'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r})\n{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
