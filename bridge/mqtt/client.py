@@ -147,20 +147,32 @@ class MqttLink:
             await client.publish(self._state_topic, ONLINE, qos=1, retain=True)
             for topic in self._subscriptions:
                 await client.subscribe(topic, qos=1)
-            async with asyncio.TaskGroup() as group:
-                if self._on_connect is not None:
-                    group.create_task(self._announce(self._on_connect))
+            # The republish runs beside the message loop: Home Assistant's status
+            # and commands must not wait behind thousands of retained messages.
+            announce = (
+                asyncio.create_task(self._announce(self._on_connect))
+                if self._on_connect is not None
+                else None
+            )
+            try:
                 async for message in client.messages:
-                    self._backoff.reset()
-                    if self._on_message is None:
-                        continue
-                    payload = message.payload
-                    data = payload if isinstance(payload, bytes) else str(payload).encode()
-                    try:
-                        await self._on_message(str(message.topic), data)
-                    except Exception:
-                        # One bad message must never take the connection down.
-                        _LOGGER.exception("Error handling MQTT message on %s", message.topic)
+                    await self._dispatch(message)
+            finally:
+                if announce is not None:
+                    announce.cancel()
+                    await asyncio.gather(announce, return_exceptions=True)
+
+    async def _dispatch(self, message: aiomqtt.Message) -> None:
+        self._backoff.reset()
+        if self._on_message is None:
+            return
+        payload = message.payload
+        data = payload if isinstance(payload, bytes) else str(payload).encode()
+        try:
+            await self._on_message(str(message.topic), data)
+        except Exception:
+            # One bad message must never take the connection down.
+            _LOGGER.exception("Error handling MQTT message on %s", message.topic)
 
     async def _announce(self, on_connect: OnConnect) -> None:
         try:

@@ -47,6 +47,7 @@ FEED_GROUPS: tuple[tuple[str, ...], ...] = (
     ("gpsOdometerMeters",),
 )
 MPH_TO_KMH = 1.609344
+OBD_ODOMETER_KEY = "obd_odometer"
 ENGINE_STATES = {"Off": EngineState.OFF, "On": EngineState.ON, "Idle": EngineState.IDLE}
 
 
@@ -104,12 +105,20 @@ class SamsaraProvider:
 
     # --- persistence -------------------------------------------------------
     def checkpoint(self) -> dict[str, str]:
-        return dict(self._cursors)
+        checkpoint = dict(self._cursors)
+        # Which vehicles have an ECU odometer must survive a restart too, or the
+        # first GPS estimate after it would replace the real reading.
+        checkpoint[OBD_ODOMETER_KEY] = ",".join(
+            sorted(vid for vid, r in self._readings.items() if r.obd_odometer)
+        )
+        return checkpoint
 
     def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
         wanted = {_group_key(g) for g in self.settings.feed_groups}
         self._cursors = {k: v for k, v in checkpoint.items() if k in wanted}
         self._states = {v.vehicle_id: v for v in vehicles}
+        with_obd = filter(None, checkpoint.get(OBD_ODOMETER_KEY, "").split(","))
+        self._readings = {vid: _Reading(obd_odometer=True) for vid in with_obd}
 
     async def close(self) -> None:
         """Nothing to release: the session is injected and owned by the caller."""

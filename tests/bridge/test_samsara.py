@@ -240,6 +240,7 @@ async def test_cursor_is_sent_checkpointed_and_restored(samsara, session) -> Non
     first = await provider.poll(PollPlan(refresh_vehicles=True))
     checkpoint = provider.checkpoint()
     assert checkpoint == {
+        "obd_odometer": "112",
         "feed:gps,engineStates,fuelPercents": "c1",
         "feed:obdOdometerMeters,batteryMilliVolts,obdEngineSeconds": "c2",
         "feed:gpsOdometerMeters": "c3",
@@ -269,7 +270,10 @@ async def test_refused_cursor_restarts_from_a_fresh_snapshot(samsara, session) -
     feed_queries = [q for q in script.queries if "types" in q]
     assert [q.get("after") for q in feed_queries] == ["expired", None]
     assert {v.vehicle_id for v in update.vehicles} == {"112", "113"}
-    assert provider.checkpoint() == {"feed:gps,engineStates,fuelPercents": "c1"}
+    assert provider.checkpoint() == {
+        "feed:gps,engineStates,fuelPercents": "c1",
+        "obd_odometer": "",
+    }
 
 
 async def test_vehicles_gone_from_the_list_are_reported_removed(samsara, session) -> None:

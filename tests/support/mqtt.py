@@ -55,7 +55,7 @@ class Mosquitto:
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
             "persistence false\n"
-            "log_dest stdout\n"
+            "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             + self.extra_config
         )

@@ -1,0 +1,285 @@
+"""The simulated fleet that every provider simulator serves.
+
+The world is lazy: nothing moves until someone asks (`update()`), and then every
+vehicle catches up to the clock's `now`. A frozen clock therefore means a world
+that does not change, which is what tests rely on.
+
+Every batch of recorded readings gets a new revision number; a provider that has
+answered up to revision N can later ask for exactly what came after it.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bridge.simulator import geo
+from bridge.simulator.clock import SimClock, from_ms
+from bridge.simulator.identity import MODELS, make_identity
+from bridge.simulator.rng import Rng
+from bridge.simulator.vehicle import Engine, Fix, Forced, SimVehicle, Stat
+
+MPH_PER_KMH = 1 / 1.609344
+_YARDS = 6
+_YARD_KM = (5.0, 28.0)
+# Every tenth vehicle has a gateway without an OBD connection: no ECU odometer or
+# engine seconds, only the GPS odometer, so clients must fall back to it.
+_NO_OBD_EVERY = 10
+_NO_OBD_AT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleTruth:
+    """What the simulator last reported for one vehicle, in neutral units.
+
+    Compare a client's output against this: it is exactly what was served.
+    """
+
+    vehicle_id: str
+    name: str
+    vin: str
+    plate: str
+    make: str
+    model: str
+    year: int
+    serial: str
+    has_obd: bool
+    latitude: float
+    longitude: float
+    heading: int
+    speed_kmh: float
+    position_time: datetime
+    address: str
+    engine: Engine
+    fuel_percent: int
+    obd_odometer_m: int | None
+    gps_odometer_m: int
+    engine_seconds: int | None
+    battery_mv: int
+    phase: str
+    held: bool
+    trips: int
+    refuels: int
+    distance_m: float
+    tank_l: float
+
+    @property
+    def speed_mph(self) -> float:
+        return self.speed_kmh * MPH_PER_KMH
+
+    def to_json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["position_time"] = self.position_time.isoformat().replace("+00:00", "Z")
+        data["engine"] = self.engine.value
+        data["speed_mph"] = self.speed_mph
+        return data
+
+
+class World:
+    """A deterministic fleet around Chicago, driven by a `SimClock`."""
+
+    def __init__(self, vehicles: int = 20, seed: int = 1, clock: SimClock | None = None) -> None:
+        if vehicles < 0:
+            raise ValueError("vehicles must be >= 0")
+        self.clock = clock if clock is not None else SimClock()
+        self.seed = seed
+        self._revision = 1
+        self._updated_ms = self.clock.now_ms()
+        self._by_id: dict[str, SimVehicle] = {}
+        # In creation order (= ascending seq), for stable pagination.
+        self._order: list[SimVehicle] = []
+        self._seqs: list[int] = []
+        self._next_seq = 1
+        self._yards = _make_yards(Rng(seed, 0))
+        for _ in range(vehicles):
+            self._spawn(self._updated_ms, self._revision)
+
+    # --- reading ----------------------------------------------------------------
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def update(self) -> int:
+        """Catch every vehicle up with the clock; the revision now current."""
+        now = self.clock.now_ms()
+        if now > self._updated_ms:
+            self._updated_ms = now
+            self._revision += 1
+            revision = self._revision
+            for vehicle in self._order:
+                if vehicle.next_ms <= now:
+                    vehicle.advance(now, revision)
+        return self._revision
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, vehicle_id: object) -> bool:
+        return vehicle_id in self._by_id
+
+    def ids(self) -> list[str]:
+        return [v.vehicle_id for v in self._order]
+
+    def vehicle(self, vehicle_id: str) -> SimVehicle:
+        return self._by_id[vehicle_id]
+
+    def vehicles(self) -> list[SimVehicle]:
+        return list(self._order)
+
+    def vehicles_after(self, seq: int) -> Iterator[SimVehicle]:
+        """Vehicles with a sequence number above `seq`, in order (for cursors that
+        must survive additions and removals)."""
+        order = self._order
+        for index in range(bisect_right(self._seqs, seq), len(order)):
+            yield order[index]
+
+    def truth(self, vehicle_id: str) -> VehicleTruth:
+        self.update()
+        return _truth(self._by_id[vehicle_id])
+
+    def truths(self) -> list[VehicleTruth]:
+        self.update()
+        return [_truth(v) for v in self._order]
+
+    # --- changing it (tests and the control API) ------------------------------
+    def add_vehicle(self) -> str:
+        now, revision = self._begin_change()
+        return self._spawn(now, revision).vehicle_id
+
+    def remove_vehicle(self, vehicle_id: str) -> None:
+        vehicle = self._by_id.pop(vehicle_id)
+        index = bisect_right(self._seqs, vehicle.seq) - 1
+        del self._order[index]
+        del self._seqs[index]
+
+    def park_all(self) -> None:
+        """Park every vehicle where it is, engine off, until `release()`."""
+        now, revision = self._begin_change()
+        for vehicle in self._order:
+            vehicle.hold(now, revision)
+
+    def park(self, vehicle_id: str) -> None:
+        now, revision = self._begin_change()
+        self._by_id[vehicle_id].hold(now, revision)
+
+    def release(self, vehicle_id: str | None = None) -> None:
+        """Let held vehicles go back to their routine (all of them by default)."""
+        self.update()
+        targets = self._order if vehicle_id is None else [self._by_id[vehicle_id]]
+        for vehicle in targets:
+            vehicle.release(self._updated_ms)
+
+    def set_vehicle(
+        self,
+        vehicle_id: str,
+        *,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        fuel_percent: float | None = None,
+        odometer_m: int | None = None,
+        gps_odometer_m: int | None = None,
+        engine_seconds: int | None = None,
+        battery_mv: int | None = None,
+    ) -> VehicleTruth:
+        """Pin values on a vehicle now; they are reported like any other change."""
+        vehicle = self._by_id[vehicle_id]
+        now, revision = self._begin_change()
+        forced = Forced(
+            latitude=latitude,
+            longitude=longitude,
+            fuel_percent=fuel_percent,
+            odometer_m=odometer_m,
+            gps_odometer_m=gps_odometer_m,
+            engine_seconds=engine_seconds,
+            battery_mv=battery_mv,
+        )
+        vehicle.force(now, revision, forced)
+        return _truth(vehicle)
+
+    def _begin_change(self) -> tuple[int, int]:
+        """The time and a fresh revision for a forced change, so that a provider
+        sees it even when the clock has not moved since its last answer."""
+        self.update()
+        self._revision += 1
+        return self._updated_ms, self._revision
+
+    def _spawn(self, now_ms: int, revision: int) -> SimVehicle:
+        seq = self._next_seq
+        self._next_seq += 1
+        rng = Rng(self.seed, seq)
+        model = rng.choice(MODELS)
+        yard = self._yards[seq % len(self._yards)]
+        depot = geo.offset(*yard, rng.uniform(-150, 150), rng.uniform(-150, 150))
+        vehicle = SimVehicle(
+            seq=seq,
+            identity=make_identity(seq, model, rng),
+            model=model,
+            depot=depot,
+            has_obd=seq % _NO_OBD_EVERY != _NO_OBD_AT,
+            rng=rng,
+            now_ms=now_ms,
+            revision=revision,
+        )
+        self._by_id[vehicle.vehicle_id] = vehicle
+        self._order.append(vehicle)
+        self._seqs.append(seq)
+        return vehicle
+
+
+def _make_yards(rng: Rng) -> list[tuple[float, float]]:
+    yards: list[tuple[float, float]] = []
+    while len(yards) < _YARDS:
+        distance = rng.uniform(*_YARD_KM) * 1000
+        angle = rng.uniform(0, 2 * math.pi)
+        point = geo.offset(*geo.CITY_CENTRE, distance * math.cos(angle), distance * math.sin(angle))
+        if geo.on_land(*point):
+            yards.append(point)
+    return yards
+
+
+def _truth(vehicle: SimVehicle) -> VehicleTruth:
+    identity = vehicle.identity
+    gps = vehicle.last(Stat.GPS)
+    assert gps is not None  # every vehicle reports a position when it is created
+    fix: Fix = gps.value
+    obd_odometer = vehicle.last(Stat.OBD_ODOMETER_M)
+    engine_seconds = vehicle.last(Stat.ENGINE_SECONDS)
+    return VehicleTruth(
+        vehicle_id=identity.vehicle_id,
+        name=identity.name,
+        vin=identity.vin,
+        plate=identity.plate,
+        make=identity.make,
+        model=identity.model,
+        year=identity.year,
+        serial=identity.serial,
+        has_obd=vehicle.has_obd,
+        latitude=fix.latitude,
+        longitude=fix.longitude,
+        heading=fix.heading,
+        speed_kmh=fix.speed_kmh,
+        position_time=from_ms(gps.time_ms),
+        address=geo.fake_address(fix.latitude, fix.longitude),
+        engine=_last_value(vehicle, Stat.ENGINE),
+        fuel_percent=_last_value(vehicle, Stat.FUEL_PERCENT),
+        obd_odometer_m=None if obd_odometer is None else obd_odometer.value,
+        gps_odometer_m=_last_value(vehicle, Stat.GPS_ODOMETER_M),
+        engine_seconds=None if engine_seconds is None else engine_seconds.value,
+        battery_mv=_last_value(vehicle, Stat.BATTERY_MV),
+        phase=vehicle.phase.value,
+        held=vehicle.held,
+        trips=vehicle.trips,
+        refuels=vehicle.refuels,
+        distance_m=vehicle.distance_m,
+        tank_l=vehicle.tank_l,
+    )
+
+
+def _last_value(vehicle: SimVehicle, stat: Stat) -> Any:
+    sample = vehicle.last(stat)
+    assert sample is not None  # recorded for every vehicle at creation
+    return sample.value
