@@ -33,6 +33,17 @@ def poller_settings(account: Account) -> PollerSettings:
     )
 
 
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel a task and wait for it to end, cancelling again if need be.
+
+    On Python 3.11, `asyncio.wait_for` (used inside aiomqtt) can swallow a
+    cancellation that races with its inner future completing; one `cancel()`
+    is then lost and the task would run on."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1)
+
+
 class Bridge:
     """Everything one `fleet-bridge run` process does."""
 
@@ -99,28 +110,28 @@ class Bridge:
             store.close()
 
     async def _serve(self, stop: asyncio.Event) -> None:
+        def ended(task: asyncio.Task[None]) -> None:
+            # A poller ends on its own only when its account is stopped; an
+            # exception escaping a task is a bug: say so and stop cleanly.
+            if not task.cancelled() and task.exception() is not None:
+                _LOGGER.critical("%s failed; stopping", task.get_name(), exc_info=task.exception())
+                stop.set()
+
         tasks = [asyncio.create_task(self.link.run(), name="mqtt")]
         tasks += [
             asyncio.create_task(p.run(), name=f"poll-{name}") for name, p in self.pollers.items()
         ]
+        for task in tasks:
+            task.add_done_callback(ended)
         self.started.set()
-        stopper = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception():
-                    # Pollers contain their own errors; reaching here is a bug.
-                    raise task.exception()  # type: ignore[misc]
+            await stop.wait()
         finally:
-            stopper.cancel()
             # Pollers first: a poll is abandoned between its awaits, and the store
             # is only written synchronously, so nothing is left half-written.
-            for task in tasks[1:]:
-                task.cancel()
-            await asyncio.gather(*tasks[1:], return_exceptions=True)
+            await asyncio.gather(*(cancel_and_wait(task) for task in tasks[1:]))
             await self.link.close()
-            tasks[0].cancel()
-            await asyncio.gather(tasks[0], return_exceptions=True)
+            await cancel_and_wait(tasks[0])
             _LOGGER.info("Stopped")
 
     # --- MQTT events ---------------------------------------------------------

@@ -81,6 +81,12 @@ class MqttLink:
         self._backoff = Backoff()
         self.connected = asyncio.Event()
         self.connections = 0
+        # Set after each failed connection attempt, with the reason kept.
+        self.attempt_failed = asyncio.Event()
+        self.last_error: str | None = None
+        self._closing = False
+        # Set once the republish after the latest (re)connection has been sent.
+        self.announced = asyncio.Event()
 
     @property
     def qos(self) -> int:
@@ -96,12 +102,14 @@ class MqttLink:
             raise MqttUnavailableError(str(err)) from err
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with backoff until cancelled."""
-        while True:
+        """Connect, serve, and reconnect with backoff until cancelled or closed."""
+        while not self._closing:
             try:
                 await self._serve_once()
             except aiomqtt.MqttError as err:
                 self._lost()
+                self.last_error = str(err)
+                self.attempt_failed.set()
                 delay = self._backoff.next()
                 _LOGGER.warning(
                     "MQTT broker %s:%s unavailable (%s); reconnecting in %.0fs",
@@ -140,7 +148,12 @@ class MqttLink:
 
     async def _serve_once(self) -> None:
         async with self._make_client() as client:
+            if self._closing:
+                # aiomqtt can swallow a cancellation that lands while it connects;
+                # the flag makes a shutdown during a connect end all the same.
+                return
             self._client = client
+            self.announced.clear()
             self.connected.set()
             self.connections += 1
             _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)
@@ -154,6 +167,8 @@ class MqttLink:
                 if self._on_connect is not None
                 else None
             )
+            if announce is None:
+                self.announced.set()
             try:
                 async for message in client.messages:
                     await self._dispatch(message)
@@ -178,12 +193,14 @@ class MqttLink:
         try:
             await on_connect()
             self._backoff.reset()
+            self.announced.set()
         except MqttUnavailableError:
             # The connection dropped during the republish; the next one redoes it.
             return
 
     async def close(self) -> None:
-        """Say `offline` on purpose (the will covers crashes) and disconnect."""
+        """Say `offline` on purpose (the will covers crashes); `run` then ends."""
+        self._closing = True
         client = self._client
         if client is None or not self.connected.is_set():
             return

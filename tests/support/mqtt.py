@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -51,13 +52,18 @@ class Mosquitto:
 
     def start(self, timeout: float = 10.0) -> None:
         conf = self.workdir / "mosquitto.conf"
+        # Each listener has its own security settings, so a test can add a TLS or
+        # password-protected listener beside the plain one its recorder uses.
         conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            # Run as whoever runs the tests: as root Mosquitto would otherwise drop
+            # to a `mosquitto` user that cannot read the test's files.
+            f"user {getpass.getuser()}\n"
+            "per_listener_settings true\n"
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            + self.extra_config
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n" + self.extra_config
         )
         process = subprocess.Popen(
             [_mosquitto_binary(), "-c", str(conf)],
