@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -12,12 +12,23 @@ import aiohttp
 
 from bridge import __version__
 from bridge.config import Account, BridgeConfig
+from bridge.errors import ProviderError, QuotaExhaustedError
 from bridge.model import format_time, utc_now
+from bridge.mqtt import requests
 from bridge.mqtt.client import MqttLink, MqttUnavailableError
 from bridge.mqtt.publisher import Publisher
+from bridge.mqtt.requests import (
+    Request,
+    RequestError,
+    no_extra,
+    parse_request,
+    take_str,
+    transaction_of,
+)
 from bridge.mqtt.topics import ONLINE, Topics
 from bridge.poller import AccountPoller, PollerSettings
-from bridge.providers import create_provider
+from bridge.providers import create_provider, default_budgets
+from bridge.quota import Quota
 from bridge.store import Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,7 +37,6 @@ _LOGGER = logging.getLogger(__name__)
 def poller_settings(account: Account) -> PollerSettings:
     return PollerSettings(
         account=account.id,
-        poll_interval=account.poll_interval,
         vehicle_list_interval=account.vehicle_list_interval,
         offline_after=account.offline_after,
         unavailable_after=account.unavailable_after,
@@ -61,7 +71,7 @@ class Bridge:
         self.link = MqttLink(
             config.mqtt,
             state_topic=self.topics.bridge_state,
-            subscriptions=[self.topics.ha_status],
+            subscriptions=[self.topics.ha_status, self.topics.bridge_request("+")],
             on_connect=self._on_connect,
             on_message=self._on_message,
         )
@@ -72,7 +82,10 @@ class Bridge:
             unavailable=MqttUnavailableError,
         )
         self._info_sent: dict[str, Any] | None = None
+        self._quota_sent: dict[str, dict[str, object]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Error texts from providers go to MQTT: never with a secret in them.
+        self._secrets = sorted((s for s in config.secrets() if len(s) >= 4), key=len, reverse=True)
         self._started_at = now()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -81,17 +94,29 @@ class Bridge:
         try:
             async with aiohttp.ClientSession() as session:
                 for account in self.config.accounts:
+                    quota = Quota(
+                        account.id,
+                        account.quota.budgets_for(default_budgets(account.provider)),
+                        store,
+                        now=self._now,
+                    )
                     provider = create_provider(
-                        account.provider, session, account.provider_settings()
+                        account.provider, session, account.provider_settings(), quota
                     )
                     self.publisher.register_account(
-                        account.id, provider.name, provider.capabilities
+                        account.id,
+                        provider.name,
+                        provider.capabilities,
+                        name=account.name,
+                        has_daily_budget=quota.daily_budget() is not None,
                     )
                     poller = AccountPoller(
                         poller_settings(account),
                         provider,
                         self.publisher,
                         store,
+                        quota,
+                        account.cadence_plan(),
                         now=self._now,
                         on_health=self._health_changed,
                     )
@@ -138,12 +163,65 @@ class Bridge:
     async def _on_connect(self) -> None:
         await self.publisher.connected()
         self._info_sent = None
+        self._quota_sent.clear()
         await self._publish_info()
+        for poller in self.pollers.values():
+            self._health_changed(poller)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic == self.topics.ha_status and payload.strip().lower() == ONLINE.encode():
-            _LOGGER.info("Home Assistant is online: republishing discovery")
-            await self.publisher.republish_discovery()
+        if topic == self.topics.ha_status:
+            if payload.strip().lower() == ONLINE.encode():
+                _LOGGER.info("Home Assistant is online: republishing discovery")
+                await self.publisher.republish_discovery()
+            return
+        prefix = self.topics.bridge_request("")
+        if topic.startswith(prefix):
+            # Answered in the background: a refresh waits for a whole poll, and the
+            # message loop must keep serving meanwhile.
+            self._spawn(self._answer(topic[len(prefix) :], payload))
+
+    async def _answer(self, command: str, payload: bytes) -> None:
+        try:
+            request = parse_request(command, payload)
+            if command == "refresh":
+                response = await self._refresh(request)
+            else:
+                raise RequestError("command", f"unknown command '{command[:50]}'")
+        except RequestError as err:
+            response = requests.error(transaction_of(payload), str(err), field=err.field)
+        await self.publisher.publish_json(
+            self.topics.bridge_response(command[:50] or "unknown"), response, retain=False
+        )
+
+    async def _refresh(self, request: Request) -> dict[str, Any]:
+        body = dict(request.body)
+        account = take_str(body, "account", required=len(self.pollers) != 1)
+        no_extra(body)
+        name = account or next(iter(self.pollers))
+        poller = self.pollers.get(name)
+        if poller is None:
+            raise RequestError("account", f"unknown account '{name[:64]}'")
+        try:
+            result = await poller.refresh()
+        except QuotaExhaustedError as err:
+            return requests.error(
+                request.transaction,
+                f"{name}: not refreshed, {err}",
+                budget=err.budget,
+                available_at=format_time(err.available_at),
+            )
+        except (ProviderError, TimeoutError) as err:
+            message = self._redact(str(err) or type(err).__name__)
+            return requests.error(request.transaction, f"{name}: refresh failed: {message}")
+        return requests.ok(
+            request.transaction,
+            {"account": name, "changed": result.changed, "vehicles": result.vehicles},
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # --- bridge info ---------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -155,19 +233,32 @@ class Bridge:
                     "provider": poller.provider.name,
                     "status": poller.health.status.value,
                     "vehicles": poller.health.vehicles,
-                    "error": poller.health.last_error,
+                    "error": self._redact(poller.health.last_error),
                 }
                 for name, poller in self.pollers.items()
             },
         }
 
-    def _health_changed(self) -> None:
+    def _health_changed(self, poller: AccountPoller) -> None:
+        # Fire and forget: health changes come from inside polls, which must not
+        # wait on MQTT for a status line.
         if self.info() != self._info_sent:
-            # Fire and forget: health changes come from inside polls, which
-            # must not wait on MQTT for a status line.
-            task = asyncio.get_running_loop().create_task(self._publish_info())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._publish_info())
+        report = poller.quota_report()
+        if report != self._quota_sent.get(poller.account):
+            self._quota_sent[poller.account] = report
+            self._spawn(
+                self.publisher.publish_json(
+                    self.topics.account_quota(poller.account), report, retain=True
+                )
+            )
+
+    def _redact(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        for secret in self._secrets:
+            text = text.replace(secret, "**redacted**")
+        return text
 
     async def _publish_info(self) -> None:
         info = self.info()

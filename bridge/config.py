@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -37,7 +38,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from bridge.errors import ConfigError
 from bridge.mqtt.topics import RESERVED_ACCOUNT_ID
+from bridge.planner import Cadence
 from bridge.providers.samsara import BASE_URLS, FEED_MIN_INTERVAL_S, SamsaraSettings
+from bridge.quota import Budget, apply_overrides
 
 Loc: TypeAlias = tuple[str | int, ...]
 
@@ -168,26 +171,87 @@ class StoreConfig(_Model):
         return _resolve_path(value, info)
 
 
-class SamsaraAccount(_Model):
-    """One Samsara organisation, reached with one API token."""
+class BudgetOverride(_Model):
+    """Corrections to one of a provider's published budgets (or a new one)."""
 
-    provider: Literal["samsara"]
+    kind: Literal["window", "daily", "spacing"] | None = None
+    limit: Annotated[int, Field(ge=1)] | None = None
+    period: Annotated[float, Field(gt=0)] | None = None
+    endpoints: list[str] | None = None
+
+
+class QuotaConfig(_Model):
+    """Budgets of an account: the provider's defaults, corrected here."""
+
+    # Share of every budget kept for commands and on-demand refreshes.
+    reserve: Annotated[float, Field(ge=0, le=0.9)] = 0.1
+    # The time zone whose midnight starts the provider's day.
+    day_zone: str = "UTC"
+    budgets: dict[str, BudgetOverride] = Field(default_factory=dict)
+
+    @field_validator("day_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _invalid("must be an IANA time zone such as UTC or Europe/Berlin") from None
+        return value
+
+    def budgets_for(self, defaults: tuple[Budget, ...]) -> tuple[Budget, ...]:
+        overrides = {name: o.model_dump(exclude_none=True) for name, o in self.budgets.items()}
+        return apply_overrides(defaults, overrides, reserve=self.reserve, day_zone=self.day_zone)
+
+
+class CadenceConfig(_Model):
+    """How polls are paced against a daily budget (see docs/quota.md)."""
+
+    adaptive: bool = True
+    busy_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    idle_factor: Annotated[float, Field(ge=1, le=50)] = 3.0
+    max_interval: Annotated[float, Field(ge=60)] = 3600.0
+
+
+class _AccountBase(_Model):
+    """Options every provider account has."""
+
     id: str
     name: str | None = None
-    token: SecretStr
-    region: Literal["us", "eu"] = "us"
-    base_url: str | None = None
-    api_version: str | None = None
-    poll_interval: Annotated[float, Field(ge=FEED_MIN_INTERVAL_S)] = 10.0
     vehicle_list_interval: Annotated[float, Field(ge=60)] = 3600.0
     offline_after: Annotated[float, Field(ge=60)] = 3600.0
     unavailable_after: Annotated[float, Field(ge=0)] = 600.0
     request_timeout: Annotated[float, Field(gt=0, le=120)] = 30.0
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
+    cadence: CadenceConfig = Field(default_factory=CadenceConfig)
 
     @field_validator("id")
     @classmethod
     def _account_id(cls, value: str) -> str:
         return _check_account_id(value)
+
+    def cadence_settings(self, interval: float, min_interval: float) -> Cadence:
+        return Cadence(
+            interval=interval,
+            min_interval=min_interval,
+            max_interval=self.cadence.max_interval,
+            busy_factor=self.cadence.busy_factor,
+            idle_factor=self.cadence.idle_factor,
+            adaptive=self.cadence.adaptive,
+        )
+
+
+class SamsaraAccount(_AccountBase):
+    """One Samsara organisation, reached with one API token."""
+
+    provider: Literal["samsara"]
+    token: SecretStr
+    region: Literal["us", "eu"] = "us"
+    base_url: str | None = None
+    api_version: str | None = None
+    poll_interval: Annotated[float, Field(ge=FEED_MIN_INTERVAL_S)] = 10.0
+
+    def cadence_plan(self) -> Cadence:
+        return self.cadence_settings(self.poll_interval, FEED_MIN_INTERVAL_S)
 
     @field_validator("token")
     @classmethod

@@ -195,12 +195,21 @@ def _opt_float(value: Any) -> float | None:
 VEHICLE_FIELDS = frozenset(f.name for f in fields(VehicleState))
 
 
+class Priority(enum.IntEnum):
+    """Polls leave the quota reserve alone; commands and on-demand refreshes may use it."""
+
+    POLL = 0
+    COMMAND = 1
+
+
 @dataclass(frozen=True, slots=True)
 class PollPlan:
     """What the poller asks a provider to fetch this time."""
 
     # Re-read the vehicle list (names, plates, additions and removals).
     refresh_vehicles: bool = False
+    # A refresh asked for by a user may spend the quota reserve.
+    priority: Priority = Priority.POLL
 
 
 @dataclass(slots=True)

@@ -18,13 +18,18 @@ from bridge.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderRateLimitedError,
+    QuotaExhaustedError,
 )
-from bridge.model import PollPlan, VehicleState, utc_now
+from bridge.model import EngineState, PollPlan, Priority, VehicleState, format_time, utc_now
 from bridge.mqtt.publisher import Publisher
+from bridge.planner import Cadence, next_poll
 from bridge.providers.base import Provider
+from bridge.quota import Quota
 from bridge.store import Store
 
 _LOGGER = logging.getLogger(__name__)
+
+ENGINE_RUNNING = frozenset({EngineState.ON, EngineState.IDLE})
 
 
 class AccountStatus(StrEnum):
@@ -37,7 +42,6 @@ class AccountStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class PollerSettings:
     account: str
-    poll_interval: float = 10.0
     vehicle_list_interval: float = 3600.0
     # A vehicle with no report for this long shows as offline.
     offline_after: float = 3600.0
@@ -55,6 +59,15 @@ class PollerHealth:
     failures: int = 0
     last_success: datetime | None = None
     last_error: str | None = None
+    next_poll: datetime | None = None
+    # Why the next poll is when it is (planner reason or the binding budget).
+    plan_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    changed: int
+    vehicles: int
 
 
 @dataclass
@@ -63,13 +76,19 @@ class AccountPoller:
     provider: Provider
     publisher: Publisher
     store: Store
+    quota: Quota
+    cadence: Cadence = field(default_factory=Cadence)
     now: Callable[[], datetime] = utc_now
     health: PollerHealth = field(default_factory=PollerHealth)
-    on_health: Callable[[], None] | None = None
+    on_health: Callable[[AccountPoller], None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _polled: asyncio.Condition = field(default_factory=asyncio.Condition)
     _last_list: datetime | None = None
     _failing_since: datetime | None = None
+    _next_priority: Priority = Priority.POLL
+    _last_changed: int = 0
+    # Calls one poll costs, learned from the quota ledger (the planner needs it).
+    _calls_per_poll: float = 1.0
 
     @property
     def account(self) -> str:
@@ -95,6 +114,25 @@ class AccountPoller:
         async with asyncio.timeout(timeout), self._polled:
             await self._polled.wait_for(lambda: self.health.polls >= count)
 
+    async def refresh(self, timeout: float = 120.0) -> RefreshResult:
+        """Poll now on behalf of a user, spending the reserve if need be.
+
+        Raises `QuotaExhaustedError` naming the budget (and when it frees up)
+        instead of ever calling past it, and `ProviderError` if the poll fails."""
+        if self.health.status is AccountStatus.STOPPED:
+            raise ProviderAuthError(f"account stopped: {self.health.last_error}")
+        denial = self.quota.check(self.provider.poll_endpoint, Priority.COMMAND)
+        if denial is not None:
+            wait = max(0.0, (denial.available_at - self.now()).total_seconds())
+            raise QuotaExhaustedError(denial.message(), denial.budget, denial.available_at, wait)
+        target = self.health.polls + 1
+        self._next_priority = Priority.COMMAND
+        self._wake.set()
+        await self.wait_polls(target, timeout)
+        if self.health.last_error is not None and self.health.status is not AccountStatus.OK:
+            raise ProviderError(self.health.last_error)
+        return RefreshResult(self._last_changed, self.health.vehicles)
+
     async def run(self) -> None:
         delay = 0.0
         while True:
@@ -105,16 +143,34 @@ class AccountPoller:
 
     async def poll_once(self) -> float:
         """One poll; returns how long to wait before the next."""
+        delay = await self._poll()
+        self.health.next_poll = (
+            None
+            if self.health.status is AccountStatus.STOPPED
+            else self.now() + timedelta(seconds=delay)
+        )
+        await self._polled_one()
+        return delay
+
+    async def _poll(self) -> float:
         now = self.now()
+        priority, self._next_priority = self._next_priority, Priority.POLL
         plan = PollPlan(
             refresh_vehicles=self._last_list is None
-            or (now - self._last_list).total_seconds() >= self.settings.vehicle_list_interval
+            or (now - self._last_list).total_seconds() >= self.settings.vehicle_list_interval,
+            priority=priority,
         )
+        calls_before = self.quota.calls_made
         try:
             update = await self.provider.poll(plan)
         except ProviderAuthError as err:
             await self._stop(str(err))
             return 0.0
+        except QuotaExhaustedError as err:
+            # Not a failure: the bridge itself declined to exceed a budget.
+            self.health.plan_reason = err.args[0]
+            _LOGGER.info("%s: waiting %.0fs for quota: %s", self.account, err.retry_after, err)
+            return max(err.retry_after, 1.0)
         except ProviderRateLimitedError as err:
             await self._failed(str(err))
             return max(err.retry_after, 1.0)
@@ -133,8 +189,23 @@ class AccountPoller:
             await self.publisher.vehicles_removed(self.account, update.removed)
         # Persist after publishing: a crash in between replays, never skips.
         self.store.save_poll(self.account, self.provider.checkpoint(), changed, update.removed)
+        self._last_changed = len(changed)
+        spent = self.quota.calls_made - calls_before
+        if spent and not plan.refresh_vehicles:
+            self._calls_per_poll = 0.7 * self._calls_per_poll + 0.3 * spent
         await self._succeeded(len(self.publisher.states(self.account)))
-        return 0.0 if update.more else self.settings.poll_interval
+        if update.more:
+            return 0.0
+        states = self.publisher.states(self.account).values()
+        decision = next_poll(
+            self.cadence,
+            self.quota,
+            moving=any(s.moving or s.engine_state in ENGINE_RUNNING for s in states),
+            calls_per_poll=self._calls_per_poll,
+            endpoint=self.provider.poll_endpoint,
+        )
+        self.health.plan_reason = decision.reason
+        return decision.delay
 
     def _with_online(self, changed: list[VehicleState], now: datetime) -> list[VehicleState]:
         """Set `online` on the changed vehicles, and re-check every known vehicle:
@@ -163,7 +234,6 @@ class AccountPoller:
         self.health.last_error = None
         self._failing_since = None
         await self.publisher.set_account_available(self.account, True)
-        await self._polled_one()
 
     async def _failed(self, message: str) -> None:
         now = self.now()
@@ -180,7 +250,6 @@ class AccountPoller:
             and (now - self._failing_since).total_seconds() >= self.settings.unavailable_after
         ):
             await self.publisher.set_account_available(self.account, False)
-        await self._polled_one()
 
     async def _stop(self, message: str) -> None:
         _LOGGER.error(
@@ -192,18 +261,29 @@ class AccountPoller:
         self.health.status = AccountStatus.STOPPED
         self.health.last_error = message
         await self.publisher.set_account_available(self.account, False)
-        await self._polled_one()
 
     async def _polled_one(self) -> None:
         self.health.polls += 1
-        if self.on_health is not None:
-            self.on_health()
+        self._notify()
         async with self._polled:
             self._polled.notify_all()
 
+    def _notify(self) -> None:
+        if self.on_health is not None:
+            self.on_health(self)
+
+    def quota_report(self) -> dict[str, object]:
+        """The payload of `fleet/<account>/quota`."""
+        return {
+            "budgets": self.quota.usage(),
+            "calls_left_today": self.quota.calls_left_today(Priority.POLL),
+            "next_poll": format_time(self.health.next_poll),
+            "reason": self.health.plan_reason,
+        }
+
     def _backoff(self) -> float:
-        base = self.settings.poll_interval * 2 ** min(self.health.failures, 10)
-        return float(min(self.settings.max_backoff, base))
+        base = self.cadence.interval * 2 ** min(self.health.failures, 10)
+        return float(min(self.settings.max_backoff, max(base, self.cadence.min_interval)))
 
     async def _sleep(self, delay: float) -> None:
         if delay <= 0 and not self._wake.is_set():

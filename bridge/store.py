@@ -1,10 +1,10 @@
-"""SQLite persistence for the daemon: feed cursors and last vehicle states.
+"""SQLite persistence for the daemon: feed cursors, last vehicle states, quota ledger.
 
 A poll's cursors and the vehicle states they led to are written in one
 transaction, after the states were handed to MQTT. A crash before the commit
 replays the same changes from the older cursor (retained state makes that
-harmless); a crash after it loses nothing. Later issues add the quota ledger and
-the command journal here.
+harmless); a crash after it loses nothing. The quota ledger records every call
+before it is sent (see `bridge.quota`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
 from bridge.model import VehicleState, utc_now
+from bridge.quota import Call, Hold
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -31,6 +33,17 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     value TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (account, key)
+);
+CREATE TABLE IF NOT EXISTS quota_call (
+    account TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quota_call_account_at ON quota_call (account, at);
+CREATE TABLE IF NOT EXISTS quota_hold (
+    account TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS vehicle_state (
     account TEXT NOT NULL,
@@ -57,7 +70,9 @@ class Store:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a quota call recorded before a request must survive even a
+            # power cut, or a restart could spend the same budget twice.
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._check_version()
         except (sqlite3.Error, OSError) as err:
@@ -73,6 +88,11 @@ class Store:
             raise StoreError(
                 f"the store at {self.path} was written by a newer fleet-bridge "
                 f"(schema {row[0]} > {SCHEMA_VERSION})"
+            )
+        elif int(row[0]) < SCHEMA_VERSION:
+            # Older stores only lack tables, which the schema script just created.
+            self._db.execute(
+                "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
             )
 
     def __enter__(self) -> Self:
@@ -152,8 +172,47 @@ class Store:
         except sqlite3.Error as err:
             raise StoreError(f"cannot write the store at {self.path}: {err}") from err
 
+    # --- quota ledger (bridge.quota.CallLedger) -------------------------------
+    def load_calls(self, account: str, since: datetime) -> list[Call]:
+        rows = self._db.execute(
+            "SELECT endpoint, at FROM quota_call WHERE account=? AND at>=? ORDER BY at",
+            (account, since.timestamp()),
+        ).fetchall()
+        return [Call(endpoint, datetime.fromtimestamp(at, UTC)) for endpoint, at in rows]
+
+    def record_call(self, account: str, call: Call) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO quota_call(account, endpoint, at) VALUES(?,?,?)",
+                (account, call.endpoint, call.at.timestamp()),
+            )
+
+    def prune_calls(self, account: str, before: datetime) -> None:
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM quota_call WHERE account=? AND at<?", (account, before.timestamp())
+            )
+
+    def load_hold(self, account: str) -> Hold | None:
+        row = self._db.execute(
+            "SELECT until, reason FROM quota_hold WHERE account=?", (account,)
+        ).fetchone()
+        return None if row is None else Hold(datetime.fromtimestamp(row[0], UTC), row[1])
+
+    def save_hold(self, account: str, hold: Hold | None) -> None:
+        with self._transaction():
+            if hold is None:
+                self._db.execute("DELETE FROM quota_hold WHERE account=?", (account,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO quota_hold(account, until, reason) VALUES(?,?,?)",
+                    (account, hold.until.timestamp(), hold.reason),
+                )
+
     def forget_account(self, account: str) -> None:
         """Drop everything of an account that is no longer configured."""
         with self._transaction():
             self._db.execute("DELETE FROM checkpoint WHERE account=?", (account,))
             self._db.execute("DELETE FROM vehicle_state WHERE account=?", (account,))
+            self._db.execute("DELETE FROM quota_call WHERE account=?", (account,))
+            self._db.execute("DELETE FROM quota_hold WHERE account=?", (account,))

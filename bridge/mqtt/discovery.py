@@ -285,3 +285,49 @@ def vehicle_discovery_topics(
     """The config topics to clear (empty retained payload) when a vehicle is gone."""
     node = device_identifier(account, vehicle_id)
     return [topics.discovery(d.component, node, d.key) for d in descriptions_for(capabilities)]
+
+
+def account_device_identifier(account: str) -> str:
+    return f"fleet_{topic_level(account)}"
+
+
+def account_discovery(
+    topics: Topics, account: str, provider: str, name: str | None, *, has_daily_budget: bool
+) -> Iterator[DiscoveryMessage]:
+    """The account's own device: its quota, as diagnostic sensors."""
+    node = account_device_identifier(account)
+    device = {
+        "identifiers": [node],
+        "name": name or account,
+        "manufacturer": provider.capitalize(),
+        "model": "Telematics account",
+    }
+    common = {
+        "device": device,
+        "origin": ORIGIN,
+        "availability": [{"topic": topics.bridge_state}],
+        "state_topic": topics.account_quota(account),
+        "entity_category": "diagnostic",
+    }
+    if has_daily_budget:
+        yield DiscoveryMessage(
+            topics.discovery("sensor", node, "calls_left_today"),
+            {
+                **common,
+                "name": "API calls left today",
+                "unique_id": f"{node}_calls_left_today",
+                "state_class": "measurement",
+                "icon": "mdi:api",
+                "value_template": _nullable("calls_left_today"),
+            },
+        )
+    yield DiscoveryMessage(
+        topics.discovery("sensor", node, "next_poll"),
+        {
+            **common,
+            "name": "Next poll",
+            "unique_id": f"{node}_next_poll",
+            "device_class": "timestamp",
+            "value_template": _nullable("next_poll"),
+        },
+    )

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bridge.model import Capability, VehicleState
-from bridge.mqtt.discovery import DiscoveryMessage, vehicle_discovery, vehicle_discovery_topics
+from bridge.mqtt.discovery import (
+    DiscoveryMessage,
+    account_discovery,
+    vehicle_discovery,
+    vehicle_discovery_topics,
+)
 from bridge.mqtt.topics import OFFLINE, ONLINE, Topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,6 +50,8 @@ class _Vehicle:
 class _Account:
     provider: str
     capabilities: frozenset[Capability]
+    name: str | None = None
+    has_daily_budget: bool = False
     available: bool = True
     vehicles: dict[str, _Vehicle] = field(default_factory=dict)
     states: dict[str, VehicleState] = field(default_factory=dict)
@@ -75,9 +82,15 @@ class Publisher:
 
     # --- accounts ------------------------------------------------------------
     def register_account(
-        self, account: str, provider: str, capabilities: frozenset[Capability]
+        self,
+        account: str,
+        provider: str,
+        capabilities: frozenset[Capability],
+        *,
+        name: str | None = None,
+        has_daily_budget: bool = False,
     ) -> None:
-        self._accounts[account] = _Account(provider, capabilities)
+        self._accounts[account] = _Account(provider, capabilities, name, has_daily_budget)
 
     def states(self, account: str) -> dict[str, VehicleState]:
         return dict(self._accounts[account].states)
@@ -155,6 +168,8 @@ class Publisher:
         """A (re)connection: the broker may have lost everything, send it all."""
         sends: list[tuple[str, bytes | str, bool]] = []
         for account, acct in self._accounts.items():
+            if self._discovery:
+                sends.extend(self._account_messages(account, acct))
             for vid, vehicle in acct.vehicles.items():
                 if self._discovery:
                     sends.extend(self._discovery_messages(account, acct, acct.states[vid]))
@@ -169,6 +184,7 @@ class Publisher:
             return
         sends: list[tuple[str, bytes | str, bool]] = []
         for account, acct in self._accounts.items():
+            sends.extend(self._account_messages(account, acct))
             for vid in acct.vehicles:
                 sends.extend(self._discovery_messages(account, acct, acct.states[vid]))
         await self._send(sends)
@@ -179,6 +195,18 @@ class Publisher:
     ) -> list[tuple[str, bytes | str, bool]]:
         messages: Iterable[DiscoveryMessage] = vehicle_discovery(
             self._topics, account, acct.provider, acct.capabilities, state
+        )
+        return [(m.topic, encode(m.payload), True) for m in messages]
+
+    def _account_messages(
+        self, account: str, acct: _Account
+    ) -> list[tuple[str, bytes | str, bool]]:
+        messages = account_discovery(
+            self._topics,
+            account,
+            acct.provider,
+            acct.name,
+            has_daily_budget=acct.has_daily_budget,
         )
         return [(m.topic, encode(m.payload), True) for m in messages]
 

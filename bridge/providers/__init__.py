@@ -8,6 +8,7 @@ import aiohttp
 
 from bridge.providers.base import Provider
 from bridge.providers.samsara import SamsaraProvider, SamsaraSettings
+from bridge.quota import Budget, Quota
 
 # provider name (the `provider:` value in config) -> (client class, settings class)
 REGISTRY: dict[str, tuple[type[Any], type[Any]]] = {
@@ -15,7 +16,9 @@ REGISTRY: dict[str, tuple[type[Any], type[Any]]] = {
 }
 
 
-def create_provider(name: str, session: aiohttp.ClientSession, settings: Any) -> Provider:
+def create_provider(
+    name: str, session: aiohttp.ClientSession, settings: Any, quota: Quota | None = None
+) -> Provider:
     """The client for one account; `settings` is that provider's settings dataclass."""
     try:
         client_class, settings_class = REGISTRY[name]
@@ -23,5 +26,10 @@ def create_provider(name: str, session: aiohttp.ClientSession, settings: Any) ->
         raise ValueError(f"unknown provider {name!r}") from None
     if not isinstance(settings, settings_class):
         raise TypeError(f"{name} expects {settings_class.__name__}")
-    provider: Provider = client_class(session, settings)
+    provider: Provider = client_class(session, settings, quota)
     return provider
+
+
+def default_budgets(name: str) -> tuple[Budget, ...]:
+    budgets: tuple[Budget, ...] = REGISTRY[name][0].default_budgets
+    return budgets

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import ClassVar, Protocol, runtime_checkable
 
 from bridge.model import Capability, PollPlan, Update, VehicleState
+from bridge.quota import Budget
 
 
 @runtime_checkable
@@ -22,6 +23,10 @@ class Provider(Protocol):
     name: ClassVar[str]
     #: What this provider can fill; entities are created only for these.
     capabilities: ClassVar[frozenset[Capability]]
+    #: The provider's published limits (NOTES.md), before the user's overrides.
+    default_budgets: ClassVar[tuple[Budget, ...]]
+    #: The endpoint a poll starts with: the planner asks the quota about it.
+    poll_endpoint: ClassVar[str]
 
     async def poll(self, plan: PollPlan) -> Update:
         """Fetch what changed since the last poll."""

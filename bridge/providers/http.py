@@ -28,7 +28,10 @@ from bridge.errors import (
     ProviderDataError,
     ProviderError,
     ProviderRateLimitedError,
+    QuotaExhaustedError,
 )
+from bridge.model import Priority
+from bridge.quota import Quota
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class RetryPolicy:
     # A 429 asking for longer than this is handed to the caller (the poller waits
     # it out between polls instead of holding the request open).
     max_retry_after: float = 30.0
+    # A budget that frees up within this many seconds is waited for in place
+    # (a sliding window about to slide); a longer wait goes back to the poller.
+    max_quota_wait: float = 10.0
 
     def backoff(self, attempt: int) -> float:
         delay: float = min(self.backoff_max, self.backoff_base * 2**attempt)
@@ -100,6 +106,8 @@ class HttpClient:
     timeout: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Sleep = asyncio.sleep
+    #: Every attempt (retries too) is a call against these budgets.
+    quota: Quota | None = None
 
     async def request(
         self,
@@ -109,8 +117,11 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
+        form: Mapping[str, str] | None = None,
         ok_statuses: frozenset[int] = frozenset({200, 201, 202, 204}),
         passthrough_statuses: frozenset[int] = frozenset(),
+        endpoint: str = "default",
+        priority: Priority = Priority.POLL,
     ) -> Response:
         """Send one request, retrying what is worth retrying.
 
@@ -121,8 +132,9 @@ class HttpClient:
         all_headers.update(headers or {})
         attempt = 0
         while True:
+            await self._acquire(endpoint, priority)
             try:
-                response = await self._send(method, url, all_headers, params, json_body)
+                response = await self._send(method, url, all_headers, params, json_body, form)
             except ProviderConnectionError as err:
                 if attempt + 1 >= self.retry.attempts:
                     raise
@@ -137,6 +149,8 @@ class HttpClient:
             if status == 429:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 wait = retry_after if retry_after is not None else self.retry.backoff(attempt)
+                if self.quota is not None:
+                    self.quota.hold(wait, f"{self.provider} answered 429")
                 if attempt + 1 >= self.retry.attempts or wait > self.retry.max_retry_after:
                     raise ProviderRateLimitedError(
                         f"{self.provider} rate limit reached (429), retry after {wait:.2f}s",
@@ -162,6 +176,19 @@ class HttpClient:
                 continue
             raise ProviderError(f"{self.provider} answered HTTP {status}: {response.text()}")
 
+    async def _acquire(self, endpoint: str, priority: Priority) -> None:
+        if self.quota is None:
+            return
+        while True:
+            try:
+                self.quota.acquire(endpoint, priority)
+            except QuotaExhaustedError as err:
+                if err.retry_after > self.retry.max_quota_wait:
+                    raise
+                await self.sleep(max(err.retry_after, 0.01))
+            else:
+                return
+
     async def _send(
         self,
         method: str,
@@ -169,12 +196,18 @@ class HttpClient:
         headers: Mapping[str, str],
         params: Mapping[str, str] | None,
         json_body: Any,
+        form: Mapping[str, str] | None = None,
     ) -> Response:
         try:
             async with (
                 asyncio.timeout(self.timeout),
                 self.session.request(
-                    method, url, headers=headers, params=params, json=json_body
+                    method,
+                    url,
+                    headers=headers,
+                    params=params,
+                    json=json_body,
+                    data=dict(form) if form is not None else None,
                 ) as resp,
             ):
                 body = await resp.read()

@@ -23,11 +23,13 @@ from bridge.model import (
     EngineState,
     PollPlan,
     Position,
+    Priority,
     Update,
     VehicleState,
     parse_time,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
+from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +49,12 @@ FEED_GROUPS: tuple[tuple[str, ...], ...] = (
     ("gpsOdometerMeters",),
 )
 MPH_TO_KMH = 1.609344
+# Published limits (NOTES.md). The organisation-wide 200/s is shared by every
+# token of the organisation, which one account cannot see: configure it lower
+# in `quota:` when several integrations share an organisation.
+DEFAULT_BUDGETS = (Budget("per_token", BudgetKind.WINDOW, limit=150, period=1.0),)
+ENDPOINT_VEHICLES = "vehicles"
+ENDPOINT_STATS_FEED = "stats_feed"
 OBD_ODOMETER_KEY = "obd_odometer"
 ENGINE_STATES = {"Off": EngineState.OFF, "On": EngineState.ON, "Idle": EngineState.IDLE}
 
@@ -86,10 +94,14 @@ class SamsaraProvider:
             Capability.ENGINE_HOURS,
         }
     )
+    default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
+    poll_endpoint: ClassVar[str] = ENDPOINT_STATS_FEED
 
     session: aiohttp.ClientSession
     settings: SamsaraSettings
+    quota: Quota | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _priority: Priority = field(default=Priority.POLL, init=False)
     _http: HttpClient = field(init=False)
     _states: dict[str, VehicleState] = field(default_factory=dict, init=False)
     _readings: dict[str, _Reading] = field(default_factory=dict, init=False)
@@ -100,7 +112,11 @@ class SamsaraProvider:
             if not 0 < len(group) <= MAX_TYPES_PER_CALL:
                 raise ValueError(f"a Samsara feed group takes 1 to 3 types, got {group}")
         self._http = HttpClient(
-            self.session, "Samsara", timeout=self.settings.request_timeout, retry=self.retry
+            self.session,
+            "Samsara",
+            timeout=self.settings.request_timeout,
+            retry=self.retry,
+            quota=self.quota,
         )
 
     # --- persistence -------------------------------------------------------
@@ -125,6 +141,7 @@ class SamsaraProvider:
 
     # --- polling -----------------------------------------------------------
     async def poll(self, plan: PollPlan) -> Update:
+        self._priority = plan.priority
         before = dict(self._states)
         removed: list[str] = []
         if plan.refresh_vehicles or not self._states:
@@ -142,7 +159,7 @@ class SamsaraProvider:
             params = {"limit": str(PAGE_LIMIT)}
             if after:
                 params["after"] = after
-            body = await self._get(PATH_VEHICLES, params)
+            body = await self._get(PATH_VEHICLES, params, endpoint=ENDPOINT_VEHICLES)
             for item in _data_list(body):
                 vid = _str_or_none(item.get("id"))
                 if vid:
@@ -174,7 +191,9 @@ class SamsaraProvider:
             cursor = self._cursors.get(key)
             if cursor:
                 params["after"] = cursor
-            body = await self._get(PATH_STATS_FEED, params, cursor_given=bool(cursor))
+            body = await self._get(
+                PATH_STATS_FEED, params, endpoint=ENDPOINT_STATS_FEED, cursor_given=bool(cursor)
+            )
             if body is None:
                 # The cursor was refused (expired after 30 days, or from another
                 # token): start over from a fresh snapshot of last known values.
@@ -193,7 +212,9 @@ class SamsaraProvider:
                 return False
         return True
 
-    async def _get(self, path: str, params: dict[str, str], *, cursor_given: bool = False) -> Any:
+    async def _get(
+        self, path: str, params: dict[str, str], *, endpoint: str, cursor_given: bool = False
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.settings.token}"}
         if self.settings.api_version:
             headers["X-Samsara-Version"] = self.settings.api_version
@@ -204,6 +225,8 @@ class SamsaraProvider:
             headers=headers,
             params=params,
             passthrough_statuses=frozenset({400}) if cursor_given else frozenset(),
+            endpoint=endpoint,
+            priority=self._priority,
         )
         if response.status == 400:
             return None

@@ -125,13 +125,18 @@ async def test_run_publishes_the_fleet_and_stops_cleanly_on_sigterm(
     try:
         await recorder.wait_for(
             lambda: (
-                sum(1 for t in recorder.retained if re.fullmatch(r"fleet/e2e/[^/]+", t)) == 5
+                sum(1 for t in recorder.retained if re.fullmatch(r"fleet/e2e/(?!quota$)[^/]+", t))
+                == 5
                 and recorder.retained.get("fleet/bridge/state") == b"online"
             ),
             timeout=30,
         )
         state = json.loads(
-            next(v for t, v in recorder.retained.items() if re.fullmatch(r"fleet/e2e/[^/]+", t))
+            next(
+                v
+                for t, v in recorder.retained.items()
+                if re.fullmatch(r"fleet/e2e/(?!quota$)[^/]+", t)
+            )
         )
         assert state["name"].startswith("Truck")
         assert -90 <= state["latitude"] <= 90
