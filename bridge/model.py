@@ -34,6 +34,33 @@ class Capability(enum.StrEnum):
     IGNITION = "ignition"
     BATTERY_VOLTAGE = "battery_voltage"
     ENGINE_HOURS = "engine_hours"
+    ENGINE_TEMPERATURE = "engine_temperature"
+    RPM = "rpm"
+    DEVICE_BATTERY = "device_battery"
+    STATUS = "status"
+    PROBLEM = "problem"
+    RISK_SCORE = "risk_score"
+
+
+class VehicleStatus(enum.StrEnum):
+    """What the vehicle is doing, as its provider classifies it."""
+
+    DRIVING = "driving"
+    STOPPED = "stopped"  # active, engine on, not moving
+    PARKED = "parked"
+    NO_STATUS = "no_status"
+    UNUSED = "unused"
+
+
+class Problem(enum.StrEnum):
+    """A tracker problem the provider reports (FLEETIZE error_code)."""
+
+    NONE = "none"
+    REPLUGGED = "replugged"  # unplugged and plugged in again
+    UNPLUGGED = "unplugged"
+    NO_SIGNAL = "no_signal"
+    NO_GPS = "no_gps"
+    BAD_GPS = "bad_gps"
 
 
 # Below this speed a vehicle counts as standing still: GPS jitter of a parked
@@ -111,6 +138,17 @@ class VehicleState:
     make: str | None = None
     model: str | None = None
     year: int | None = None
+    engine_temperature_c: float | None = None
+    rpm: float | None = None
+    # The tracker's own backup battery, not the vehicle's.
+    device_battery_voltage: float | None = None
+    status: VehicleStatus | None = None
+    problem: Problem | None = None
+    problem_since: datetime | None = None
+    # Provider's risk score, 0-100, lower is safer (Telemax, distance-weighted).
+    risk_score: float | None = None
+    # What the provider itself says about reachability, when it says anything.
+    reported_online: bool | None = None
 
     @property
     def moving(self) -> bool | None:
@@ -146,6 +184,14 @@ class VehicleState:
             "make": self.make,
             "model": self.model,
             "year": self.year,
+            "engine_temperature_c": self.engine_temperature_c,
+            "rpm": self.rpm,
+            "device_battery_voltage": self.device_battery_voltage,
+            "status": self.status.value if self.status else None,
+            "problem": self.problem.value if self.problem else None,
+            "problem_since": format_time(self.problem_since),
+            "risk_score": self.risk_score,
+            "reported_online": self.reported_online,
         }
 
     @classmethod
@@ -181,6 +227,14 @@ class VehicleState:
             make=data.get("make"),
             model=data.get("model"),
             year=data.get("year"),
+            engine_temperature_c=_opt_float(data.get("engine_temperature_c")),
+            rpm=_opt_float(data.get("rpm")),
+            device_battery_voltage=_opt_float(data.get("device_battery_voltage")),
+            status=VehicleStatus(data["status"]) if data.get("status") else None,
+            problem=Problem(data["problem"]) if data.get("problem") else None,
+            problem_since=parse_time(data.get("problem_since")),
+            risk_score=_opt_float(data.get("risk_score")),
+            reported_online=data.get("reported_online"),
         )
 
     def merged(self, **changes: Any) -> VehicleState:

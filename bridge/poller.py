@@ -216,7 +216,11 @@ class AccountPoller:
         for state in changed:
             known[state.vehicle_id] = state
         for vid, state in known.items():
-            online = state.last_seen is not None and now - state.last_seen <= limit
+            online = (
+                state.last_seen is not None
+                and now - state.last_seen <= limit
+                and state.reported_online is not False
+            )
             if state.online != online:
                 result[vid] = replace(state, online=online)
         for state in changed:

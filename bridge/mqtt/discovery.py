@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import __version__
-from bridge.model import Capability, VehicleState
+from bridge.model import Capability, Problem, VehicleState, VehicleStatus
 from bridge.mqtt.topics import Topics, topic_level
 
 PROJECT_URL = "https://github.com/fleet-telematics-bridge/fleet-telematics-bridge"
@@ -177,6 +177,97 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
             "suggested_display_precision": 1,
             "icon": "mdi:engine-outline",
             "value_template": _nullable("engine_hours"),
+        },
+    ),
+    EntityDescription(
+        key="engine_temperature",
+        component="sensor",
+        requires=frozenset({Capability.ENGINE_TEMPERATURE}),
+        name="Engine temperature",
+        config={
+            "device_class": "temperature",
+            "unit_of_measurement": "°C",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "value_template": _nullable("engine_temperature_c"),
+        },
+    ),
+    EntityDescription(
+        key="rpm",
+        component="sensor",
+        requires=frozenset({Capability.RPM}),
+        name="Engine speed",
+        config={
+            "unit_of_measurement": "rpm",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "icon": "mdi:gauge",
+            "value_template": _nullable("rpm"),
+        },
+    ),
+    EntityDescription(
+        key="device_battery",
+        component="sensor",
+        requires=frozenset({Capability.DEVICE_BATTERY}),
+        name="Tracker battery",
+        config={
+            "device_class": "voltage",
+            "unit_of_measurement": "V",
+            "state_class": "measurement",
+            "suggested_display_precision": 2,
+            "entity_category": "diagnostic",
+            "value_template": _nullable("device_battery_voltage"),
+        },
+    ),
+    EntityDescription(
+        key="status",
+        component="sensor",
+        requires=frozenset({Capability.STATUS}),
+        name="Status",
+        config={
+            "device_class": "enum",
+            "options": [s.value for s in VehicleStatus],
+            "icon": "mdi:truck-check",
+            "value_template": _enum_nullable("status"),
+        },
+    ),
+    EntityDescription(
+        key="problem",
+        component="sensor",
+        requires=frozenset({Capability.PROBLEM}),
+        name="Tracker problem",
+        config={
+            "device_class": "enum",
+            "options": [p.value for p in Problem],
+            "icon": "mdi:alert-circle-outline",
+            "value_template": _enum_nullable("problem"),
+        },
+    ),
+    EntityDescription(
+        key="fault",
+        component="binary_sensor",
+        requires=frozenset({Capability.PROBLEM}),
+        name="Tracker fault",
+        config={
+            "device_class": "problem",
+            # Replugged is history, not a current fault.
+            "value_template": (
+                "{% if value_json.problem is none %}None"
+                "{% elif value_json.problem in ['unplugged', 'no_signal', 'no_gps', 'bad_gps'] %}"
+                "ON{% else %}OFF{% endif %}"
+            ),
+        },
+    ),
+    EntityDescription(
+        key="risk_score",
+        component="sensor",
+        requires=frozenset({Capability.RISK_SCORE}),
+        name="Risk score",
+        config={
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "icon": "mdi:shield-car",
+            "value_template": _nullable("risk_score"),
         },
     ),
     EntityDescription(

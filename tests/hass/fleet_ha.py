@@ -11,7 +11,14 @@ from typing import Any
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
 
-from bridge.model import Capability, EngineState, Position, VehicleState
+from bridge.model import (
+    Capability,
+    EngineState,
+    Position,
+    Problem,
+    VehicleState,
+    VehicleStatus,
+)
 from bridge.mqtt.discovery import DiscoveryMessage, vehicle_discovery
 from bridge.mqtt.topics import Topics
 
@@ -73,6 +80,12 @@ def make_vehicle(**changes: Any) -> VehicleState:
         make="Volvo",
         model="FH16",
         year=2021,
+        engine_temperature_c=88.0,
+        rpm=1450.0,
+        device_battery_voltage=4.05,
+        status=VehicleStatus.DRIVING,
+        problem=Problem.NO_GPS,
+        risk_score=23.0,
     )
     return vehicle.merged(**changes)
 

@@ -27,7 +27,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.template import Template
 
-from bridge.model import Capability, EngineState, Position
+from bridge.model import Capability, EngineState, Position, Problem, VehicleStatus
 from bridge.mqtt.discovery import device_identifier, vehicle_discovery_topics
 from bridge.mqtt.topics import OFFLINE, ONLINE
 
@@ -44,12 +44,28 @@ ENTITY_IDS = {
     "engine_state": "sensor.truck_7_engine_state",
     "battery_voltage": "sensor.truck_7_battery_voltage",
     "engine_hours": "sensor.truck_7_engine_hours",
+    "engine_temperature": "sensor.truck_7_engine_temperature",
+    "rpm": "sensor.truck_7_engine_speed",
+    "device_battery": "sensor.truck_7_tracker_battery",
+    "status": "sensor.truck_7_status",
+    "problem": "sensor.truck_7_tracker_problem",
+    "fault": "binary_sensor.truck_7_tracker_fault",
+    "risk_score": "sensor.truck_7_risk_score",
     "last_seen": "sensor.truck_7_last_seen",
     "ignition": "binary_sensor.truck_7_ignition",
     "moving": "binary_sensor.truck_7_moving",
     "online": "binary_sensor.truck_7_online",
 }
-NOT_FROM_SAMSARA = {"fuel_volume"}
+NOT_FROM_SAMSARA = {
+    "fuel_volume",
+    "engine_temperature",
+    "rpm",
+    "device_battery",
+    "status",
+    "problem",
+    "fault",
+    "risk_score",
+}
 
 
 def _state(hass: HomeAssistant, key: str) -> Any:
@@ -128,6 +144,15 @@ async def test_vehicle_state_shows_as_typed_entities(
     numeric("fuel_volume", 250.0, "L", "volume_storage", "measurement")
     numeric("battery_voltage", 24.6, "V", "voltage", "measurement")
     numeric("engine_hours", 5012.3, "h", "duration", "total_increasing")
+    numeric("engine_temperature", 88.0, "°C", "temperature", "measurement")
+    numeric("rpm", 1450.0, "rpm", None, "measurement")
+    numeric("device_battery", 4.05, "V", "voltage", "measurement")
+    numeric("risk_score", 23.0, None, None, "measurement")
+    assert _state(hass, "status").state == "driving"
+    assert _state(hass, "problem").state == "no_gps"
+    assert _state(hass, "problem").attributes["device_class"] == "enum"
+    assert _state(hass, "fault").state == "on"
+    assert _state(hass, "fault").attributes["device_class"] == "problem"
 
     engine = _state(hass, "engine_state")
     assert engine.state == "on"
@@ -148,15 +173,24 @@ async def test_vehicle_state_shows_as_typed_entities(
     assert _state(hass, "online").attributes["device_class"] == "connectivity"
 
     parked = VEHICLE.merged(
-        speed_kmh=0.0, ignition=False, engine_state=EngineState.OFF, fuel_percent=12.0
+        speed_kmh=0.0,
+        ignition=False,
+        engine_state=EngineState.OFF,
+        fuel_percent=12.0,
+        problem=Problem.REPLUGGED,
+        status=VehicleStatus.PARKED,
     )
     await publish_state(hass, parked)
-    assert _states(hass, ["speed", "fuel_level", "engine_state", "ignition", "moving"]) == {
+    assert _states(
+        hass, ["speed", "fuel_level", "engine_state", "ignition", "moving", "fault", "status"]
+    ) == {
         "speed": "0.0",
         "fuel_level": "12.0",
         "engine_state": "off",
         "ignition": "off",
         "moving": "off",
+        "fault": "off",  # replugged is history, not a current fault
+        "status": "parked",
     }
     assert _problems_logged(caplog) == []
 
@@ -202,7 +236,7 @@ async def test_one_device_with_the_vehicle_details_and_designed_unique_ids(
     diagnostic = {
         key for key, e in by_key.items() if e.entity_category == er.EntityCategory.DIAGNOSTIC
     }
-    assert diagnostic == {"last_seen", "online"}
+    assert diagnostic == {"last_seen", "online", "device_battery"}
     assert by_key["speed"].options["sensor"]["suggested_display_precision"] == 0
     assert by_key["battery_voltage"].options["sensor"]["suggested_display_precision"] == 1
 
@@ -242,6 +276,12 @@ async def test_null_values_become_unknown(
         battery_voltage=None,
         engine_hours=None,
         last_seen=None,
+        engine_temperature_c=None,
+        rpm=None,
+        device_battery_voltage=None,
+        status=None,
+        problem=None,
+        risk_score=None,
     )
     await publish_state(hass, nothing_known)
 

@@ -29,7 +29,7 @@ from homeassistant.components.mqtt.discovery import (
     TOPIC_MATCHER,
 )
 
-from bridge.mqtt.discovery import DiscoveryMessage
+from bridge.mqtt.discovery import DiscoveryMessage, account_discovery
 from bridge.mqtt.topics import Topics
 
 # Keys newer Home Assistant versions read that 2024.3 does not know and drops:
@@ -157,3 +157,16 @@ def test_discovery_module_imports_only_the_standard_library():
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("has_daily_budget", [True, False])
+def test_account_quota_sensors_pass_home_assistant_validation(has_daily_budget):
+    messages = list(
+        account_discovery(
+            TOPICS, "acme", "fleetize", "Acme fleet", has_daily_budget=has_daily_budget
+        )
+    )
+    keys = {m.topic.split("/")[-2] for m in messages}
+    assert keys == ({"calls_left_today", "next_poll"} if has_daily_budget else {"next_poll"})
+    for message in messages:
+        assert ha_problems(message) == [], message.topic
