@@ -39,6 +39,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from bridge.errors import ConfigError
 from bridge.mqtt.topics import RESERVED_ACCOUNT_ID
 from bridge.planner import Cadence
+from bridge.providers.fleetize import BASE_URL as FLEETIZE_URL
+from bridge.providers.fleetize import FleetizeSettings
 from bridge.providers.samsara import BASE_URLS, FEED_MIN_INTERVAL_S, SamsaraSettings
 from bridge.quota import Budget, apply_overrides
 
@@ -48,6 +50,7 @@ Loc: TypeAlias = tuple[str | int, ...]
 _BASE_DIR = "base_dir"
 _CROSS_CHECKED = "cross_checked"
 
+FLEETIZE_SPACING_S = 60.0
 _ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -229,6 +232,30 @@ class _AccountBase(_Model):
     def _account_id(cls, value: str) -> str:
         return _check_account_id(value)
 
+    @field_validator("token", check_fields=False)
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if not secret.strip():
+            raise _invalid("must not be empty")
+        if _CONTROL_CHARACTERS.search(secret):
+            raise _invalid("must not contain line breaks or other control characters")
+        return value
+
+    @field_validator("base_url", check_fields=False)
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise _invalid("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("name", "api_version", check_fields=False)
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        return None if value is None else _check_not_blank(value)
+
     def cadence_settings(self, interval: float, min_interval: float) -> Cadence:
         return Cadence(
             interval=interval,
@@ -253,36 +280,31 @@ class SamsaraAccount(_AccountBase):
     def cadence_plan(self) -> Cadence:
         return self.cadence_settings(self.poll_interval, FEED_MIN_INTERVAL_S)
 
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: SecretStr) -> SecretStr:
-        secret = value.get_secret_value()
-        if not secret.strip():
-            raise _invalid("must not be empty")
-        if _CONTROL_CHARACTERS.search(secret):
-            raise _invalid("must not contain line breaks or other control characters")
-        return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise _invalid("must be an http:// or https:// URL")
-        return value
-
-    @field_validator("name", "api_version")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        return None if value is None else _check_not_blank(value)
-
     def provider_settings(self) -> SamsaraSettings:
         """The plain settings the Samsara client takes (the override URL wins)."""
         return SamsaraSettings(
             token=self.token.get_secret_value(),
             base_url=self.base_url or BASE_URLS[self.region],
             api_version=self.api_version,
+            request_timeout=self.request_timeout,
+        )
+
+
+class FleetizeAccount(_AccountBase):
+    """One FLEETIZE account: 100 calls a day, one a minute (see docs/quota.md)."""
+
+    provider: Literal["fleetize"]
+    token: SecretStr
+    base_url: str | None = None
+
+    def cadence_plan(self) -> Cadence:
+        # The daily budget drives FLEETIZE's cadence; `interval` is unused.
+        return self.cadence_settings(FLEETIZE_SPACING_S, FLEETIZE_SPACING_S)
+
+    def provider_settings(self) -> FleetizeSettings:
+        return FleetizeSettings(
+            token=self.token.get_secret_value(),
+            base_url=self.base_url or FLEETIZE_URL,
             request_timeout=self.request_timeout,
         )
 
@@ -310,7 +332,7 @@ def _provider_of(value: Any) -> str | None:
 
 # A new provider is one account class above and one `| Annotated[...]` line here.
 Account: TypeAlias = Annotated[
-    Annotated[SamsaraAccount, Tag("samsara")],
+    Annotated[SamsaraAccount, Tag("samsara")] | Annotated[FleetizeAccount, Tag("fleetize")],
     Discriminator(_provider_of),
 ]
 

@@ -264,6 +264,8 @@ class PollPlan:
     refresh_vehicles: bool = False
     # A refresh asked for by a user may spend the quota reserve.
     priority: Priority = Priority.POLL
+    # The poller's clock at the start of the poll (simulations run their own).
+    now: datetime | None = None
 
 
 @dataclass(slots=True)

@@ -159,6 +159,7 @@ class AccountPoller:
             refresh_vehicles=self._last_list is None
             or (now - self._last_list).total_seconds() >= self.settings.vehicle_list_interval,
             priority=priority,
+            now=now,
         )
         calls_before = self.quota.calls_made
         try:

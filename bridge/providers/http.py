@@ -179,15 +179,15 @@ class HttpClient:
     async def _acquire(self, endpoint: str, priority: Priority) -> None:
         if self.quota is None:
             return
-        while True:
-            try:
-                self.quota.acquire(endpoint, priority)
-            except QuotaExhaustedError as err:
-                if err.retry_after > self.retry.max_quota_wait:
-                    raise
-                await self.sleep(max(err.retry_after, 0.01))
-            else:
-                return
+        try:
+            self.quota.acquire(endpoint, priority)
+        except QuotaExhaustedError as err:
+            if err.retry_after > self.retry.max_quota_wait:
+                raise
+            # Wait once for a window about to slide; if it still says no (the
+            # clock is a simulation's, or others spent it), the poller decides.
+            await self.sleep(max(err.retry_after, 0.01))
+            self.quota.acquire(endpoint, priority)
 
     async def _send(
         self,

@@ -1,0 +1,406 @@
+"""FLEETIZE: the whole fleet in one `devicelist` call, within 100 calls a day.
+
+Every call is a form POST to `/v2/{ActionCode}` with `apitoken`. The answer is
+JSON, except when it is not: errors come back as text (`ERROR #1055 - ...`), and
+the documented examples carry trailing commas, so bodies are parsed leniently.
+The budget is tight (100 calls per account per day, one call per 60 s, and a
+blocked token after repeated violations that only FLEETIZE support can lift):
+the quota engine guards every call, and a poll is exactly one call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import aiohttp
+from yarl import URL
+
+from bridge.errors import (
+    ProviderAuthError,
+    ProviderDataError,
+    ProviderError,
+    ProviderRateLimitedError,
+    ProviderTokenBlockedError,
+)
+from bridge.model import (
+    Capability,
+    PollPlan,
+    Position,
+    Priority,
+    Problem,
+    Update,
+    VehicleState,
+    VehicleStatus,
+)
+from bridge.providers.http import HttpClient, RetryPolicy
+from bridge.quota import Budget, BudgetKind, Quota
+
+_LOGGER = logging.getLogger(__name__)
+
+# --- Endpoints, limits and units, in one place (docs: providers/fleetize.txt) ----
+BASE_URL = "https://api.fleetize.com/v2"
+ACTION_DEVICELIST = "devicelist"
+ACTION_DEVICE = "device"
+DEFAULT_BUDGETS = (
+    Budget("daily", BudgetKind.DAILY, limit=100),
+    # Documented per IP address; one bridge polling several FLEETIZE accounts
+    # from one address should raise this (quota.budgets.spacing.period).
+    Budget("spacing", BudgetKind.SPACING, period=60.0),
+)
+# After #1055 the provider restarts its 60 s counter: wait a full fresh minute.
+THRESHOLD_PAUSE_S = 61.0
+# Fields the poll reads (scope keeps the answer small; the docs encourage it).
+SCOPE = (
+    "device_id;device_imei;device_type;device_name;device_description;device_mileage;"
+    "device_distance;device_speed;device_upm;device_temp_engine;device_voltage_external;"
+    "device_voltage_internal;device_angle;online_timestamp;heartbeat_timestamp;error_code;"
+    "error_code_time;error_text;status_text;status_code;location;timestamp"
+)
+# Activity a little before the last poll still counts: clocks and processing lag.
+ACTIVITY_MARGIN = timedelta(minutes=5)
+
+STATUS_CODES = {
+    1: VehicleStatus.PARKED,
+    2: VehicleStatus.DRIVING,
+    3: VehicleStatus.STOPPED,
+    4: VehicleStatus.NO_STATUS,
+    5: VehicleStatus.UNUSED,
+}
+ERROR_CODES = {
+    0: Problem.NONE,
+    1: Problem.REPLUGGED,
+    2: Problem.UNPLUGGED,
+    3: Problem.NO_SIGNAL,
+    4: Problem.NO_GPS,
+    5: Problem.BAD_GPS,
+}
+# Active (driving or standing with the engine on) means ignition on; parked off.
+IGNITION_BY_STATUS = {
+    VehicleStatus.DRIVING: True,
+    VehicleStatus.STOPPED: True,
+    VehicleStatus.PARKED: False,
+}
+_ERROR = re.compile(r"ERROR\s*#\s*(\d+)\s*-?\s*(.*)", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetizeSettings:
+    token: str
+    base_url: str = BASE_URL
+    request_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePoint:
+    latitude: float
+    longitude: float
+    speed_kmh: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One trip of a day, from `device` (fetched only when asked)."""
+
+    start: datetime | None
+    end: datetime | None
+    start_km: float | None
+    end_km: float | None
+    points: tuple[RoutePoint, ...]
+
+
+@dataclass(slots=True)
+class FleetizeProvider:
+    """One FLEETIZE account (one API token)."""
+
+    name: ClassVar[str] = "fleetize"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.POSITION,
+            Capability.SPEED,
+            Capability.ODOMETER,
+            Capability.IGNITION,
+            Capability.BATTERY_VOLTAGE,
+            Capability.ENGINE_TEMPERATURE,
+            Capability.RPM,
+            Capability.DEVICE_BATTERY,
+            Capability.STATUS,
+            Capability.PROBLEM,
+        }
+    )
+    default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
+    poll_endpoint: ClassVar[str] = ACTION_DEVICELIST
+
+    session: aiohttp.ClientSession
+    settings: FleetizeSettings
+    quota: Quota | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _http: HttpClient = field(init=False)
+    _states: dict[str, VehicleState] = field(default_factory=dict, init=False)
+    _last_poll: datetime | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # FLEETIZE punishes quick retries: one attempt per poll, the planner and
+        # the quota engine decide when the next one may go.
+        self._http = HttpClient(
+            self.session,
+            "FLEETIZE",
+            timeout=self.settings.request_timeout,
+            retry=RetryPolicy(attempts=1),
+            quota=self.quota,
+        )
+
+    # --- persistence -------------------------------------------------------
+    def checkpoint(self) -> dict[str, str]:
+        return {"last_poll": self._last_poll.isoformat()} if self._last_poll else {}
+
+    def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
+        self._states = {v.vehicle_id: v for v in vehicles}
+        try:
+            self._last_poll = datetime.fromisoformat(checkpoint["last_poll"])
+        except (KeyError, ValueError):
+            self._last_poll = None
+
+    async def close(self) -> None:
+        """Nothing to release: the session is injected."""
+
+    # --- polling -----------------------------------------------------------
+    async def poll(self, plan: PollPlan) -> Update:
+        full = plan.refresh_vehicles or not self._states or self._last_poll is None
+        form = {"scope": SCOPE}
+        if not full and self._last_poll is not None:
+            since = self._last_poll - ACTIVITY_MARGIN
+            form["activity_after"] = str(int(since.timestamp()))
+        started = plan.now or datetime.now(UTC)
+        devices = await self._call(ACTION_DEVICELIST, form, plan.priority)
+        if not isinstance(devices, list):
+            raise ProviderDataError("FLEETIZE devicelist: expected a JSON array")
+        before = dict(self._states)
+        listed: set[str] = set()
+        for item in devices:
+            parsed = self._parse_device(item)
+            if parsed is not None:
+                listed.add(parsed.vehicle_id)
+                self._states[parsed.vehicle_id] = parsed
+        removed: list[str] = []
+        if full:
+            removed = [vid for vid in self._states if vid not in listed]
+            for vid in removed:
+                del self._states[vid]
+        self._last_poll = started
+        changed = [s for vid, s in self._states.items() if before.get(vid) != s]
+        return Update(vehicles=changed, removed=removed)
+
+    async def routes(
+        self, vehicle_id: str, day: datetime | None = None, priority: Priority = Priority.COMMAND
+    ) -> list[Route]:
+        """A vehicle's trips of one UTC day (the latest activity day by default).
+
+        Costs one call of the daily budget, so it is never part of a poll."""
+        form = {"device": vehicle_id}
+        if day is not None:
+            form["time"] = str(int(day.timestamp()))
+        body = await self._call(ACTION_DEVICE, form, priority)
+        routes = body.get("routes") if isinstance(body, dict) else None
+        return [_route(r) for r in routes or [] if isinstance(r, dict)]
+
+    async def _call(self, action: str, form: dict[str, str], priority: Priority) -> Any:
+        url = URL(self.settings.base_url.rstrip("/") + "/" + action)
+        response = await self._http.request(
+            "POST",
+            url,
+            form={"apitoken": self.settings.token, **form},
+            endpoint=action,
+            priority=priority,
+        )
+        text = response.body.decode("utf-8", "replace").strip()
+        error = _ERROR.match(text)
+        if error:
+            self._raise(int(error.group(1)), error.group(2).strip())
+        try:
+            return loads_lenient(text)
+        except ValueError as err:
+            raise ProviderDataError(f"FLEETIZE {action}: unreadable answer ({err})") from None
+
+    def _raise(self, code: int, text: str) -> None:
+        message = f"FLEETIZE error #{code}: {text[:160]}"
+        if code == 1000:
+            raise ProviderAuthError(
+                f"{message}. The API token was refused: copy it again from FLEETIZE "
+                "(My Account > Administration)"
+            )
+        if code == 1002:
+            raise ProviderTokenBlockedError(
+                f"{message}. FLEETIZE blocked the API token; only FLEETIZE support can unblock it"
+            )
+        if code == 1055:
+            if self.quota is not None:
+                self.quota.hold(THRESHOLD_PAUSE_S, "FLEETIZE #1055, waiting a fresh 60 s")
+            raise ProviderRateLimitedError(message, retry_after=THRESHOLD_PAUSE_S)
+        raise ProviderError(message)
+
+    # --- mapping into the model -------------------------------------------
+    def _parse_device(self, item: Any) -> VehicleState | None:
+        if not isinstance(item, dict):
+            return None
+        vid = _str(item.get("device_id"))
+        if not vid:
+            return None
+        try:
+            return self._fold(vid, item)
+        except (TypeError, ValueError) as err:
+            _LOGGER.warning("FLEETIZE: skipped unreadable device %s: %s", vid, err)
+            return None
+
+    def _fold(self, vid: str, item: dict[str, Any]) -> VehicleState:
+        state = self._states.get(vid) or VehicleState(vehicle_id=vid, name=vid)
+        changes: dict[str, Any] = {}
+        if "device_name" in item:
+            changes["name"] = _str(item.get("device_name")) or vid
+        if "device_description" in item:
+            changes["model"] = _str(item.get("device_description"))
+        online_at = _unix(item.get("online_timestamp"))
+        heartbeat_at = _unix(item.get("heartbeat_timestamp"))
+        seen = [t for t in (online_at, heartbeat_at, state.last_seen) if t]
+        if seen:
+            changes["last_seen"] = max(seen)
+        location = parse_location(item.get("location"))
+        if location is not None:
+            changes["position"] = Position(
+                latitude=location[0],
+                longitude=location[1],
+                time=online_at,
+                heading=_number(item.get("device_angle")),
+            )
+        numbers = {
+            "speed_kmh": "device_speed",
+            "odometer_km": "device_mileage",
+            "rpm": "device_upm",
+            "engine_temperature_c": "device_temp_engine",
+            "battery_voltage": "device_voltage_external",
+            "device_battery_voltage": "device_voltage_internal",
+        }
+        for target, source in numbers.items():
+            if source in item:
+                changes[target] = _number(item.get(source))
+        status_code = _int(item.get("status_code"))
+        if status_code in STATUS_CODES:
+            status = STATUS_CODES[status_code]
+            changes["status"] = status
+            changes["ignition"] = IGNITION_BY_STATUS.get(status)
+        if "error_code" in item:
+            error_code = _int(item.get("error_code"))
+            problem = ERROR_CODES.get(error_code if error_code is not None else 0, Problem.NONE)
+            changes["problem"] = problem
+            changes["problem_since"] = (
+                _unix(item.get("error_code_time")) if problem is not Problem.NONE else None
+            )
+        return state.merged(**changes)
+
+
+def parse_location(value: Any) -> tuple[float, float] | None:
+    """FLEETIZE's `"lat,lon"` string; None when absent, malformed or out of range."""
+    if not isinstance(value, str) or "," not in value:
+        return None
+    lat_text, _, lon_text = value.partition(",")
+    lat, lon = _number(lat_text), _number(lon_text.split(",")[0])
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    if lat == 0 and lon == 0:
+        return None  # no fix yet, not the Gulf of Guinea
+    return lat, lon
+
+
+def loads_lenient(text: str) -> Any:
+    """JSON that tolerates the trailing and doubled commas of FLEETIZE's examples."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    return json.loads(_drop_stray_commas(text))
+
+
+def _drop_stray_commas(text: str) -> str:
+    out: list[str] = []
+    in_string = escaped = False
+    for i, char in enumerate(text):
+        if in_string:
+            out.append(char)
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char == ",":
+            rest = text[i + 1 :].lstrip()
+            previous = "".join(out).rstrip()[-1:]
+            # A comma before a closer, after an opener, or after another comma.
+            if rest[:1] in ("}", "]", ",") or previous in ("{", "[", ","):
+                continue
+        out.append(char)
+    return "".join(out)
+
+
+def _route(item: dict[str, Any]) -> Route:
+    points = []
+    for chunk in str(item.get("route_points") or "").split(";"):
+        parts = chunk.split(",")
+        if len(parts) >= 2:
+            lat, lon = _number(parts[0]), _number(parts[1])
+            if lat is not None and lon is not None:
+                speed = _number(parts[2]) if len(parts) > 2 else None
+                points.append(RoutePoint(lat, lon, speed))
+    return Route(
+        start=_unix(item.get("origin_timestamp")),
+        end=_unix(item.get("destination_timestamp")),
+        start_km=_number(item.get("origin_mileage")),
+        end_km=_number(item.get("destination_mileage")),
+        points=tuple(points),
+    )
+
+
+def _number(value: Any) -> float | None:
+    """Numbers arrive as numbers or as strings; anything else is unknown."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _int(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _unix(value: Any) -> datetime | None:
+    number = _number(value)
+    if number is None or number <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(number, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
