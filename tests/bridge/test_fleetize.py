@@ -151,7 +151,8 @@ async def test_devicelist_maps_every_documented_field(fleetize, session) -> None
     assert van.battery_voltage == 13.9
     assert van.device_battery_voltage == 4.1
     assert van.rpm == 1800
-    assert van.position is not None and van.position.heading == 270
+    assert van.position is not None
+    assert van.position.heading == 270
     assert van.status is VehicleStatus.DRIVING
     assert van.ignition is True
     assert van.problem is Problem.NO_GPS
