@@ -42,6 +42,8 @@ from bridge.planner import Cadence
 from bridge.providers.fleetize import BASE_URL as FLEETIZE_URL
 from bridge.providers.fleetize import FleetizeSettings
 from bridge.providers.samsara import BASE_URLS, FEED_MIN_INTERVAL_S, SamsaraSettings
+from bridge.providers.telemax import BASE_URL as TELEMAX_URL
+from bridge.providers.telemax import TelemaxSettings
 from bridge.quota import Budget, apply_overrides
 
 Loc: TypeAlias = tuple[str | int, ...]
@@ -235,12 +237,7 @@ class _AccountBase(_Model):
     @field_validator("token", check_fields=False)
     @classmethod
     def _token(cls, value: SecretStr) -> SecretStr:
-        secret = value.get_secret_value()
-        if not secret.strip():
-            raise _invalid("must not be empty")
-        if _CONTROL_CHARACTERS.search(secret):
-            raise _invalid("must not contain line breaks or other control characters")
-        return value
+        return _check_secret(value)
 
     @field_validator("base_url", check_fields=False)
     @classmethod
@@ -309,6 +306,44 @@ class FleetizeAccount(_AccountBase):
         )
 
 
+class TelemaxAccount(_AccountBase):
+    """One Telemax company, reached with one API key."""
+
+    provider: Literal["telemax"]
+    api_key: SecretStr
+    base_url: str | None = None
+    # Fleet positions cost one call per 500 vehicles against 20 per minute.
+    poll_interval: Annotated[float, Field(ge=10)] = 30.0
+    safety_score_interval: Annotated[float, Field(ge=300)] = 3600.0
+    safety_score_days: Annotated[int, Field(ge=1, le=31)] = 7
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        return _check_secret(value)
+
+    def cadence_plan(self) -> Cadence:
+        return self.cadence_settings(self.poll_interval, 10.0)
+
+    def provider_settings(self) -> TelemaxSettings:
+        return TelemaxSettings(
+            api_key=self.api_key.get_secret_value(),
+            base_url=self.base_url or TELEMAX_URL,
+            request_timeout=self.request_timeout,
+            safety_score_interval=self.safety_score_interval,
+            safety_score_days=self.safety_score_days,
+        )
+
+
+def _check_secret(value: SecretStr) -> SecretStr:
+    secret = value.get_secret_value()
+    if not secret.strip():
+        raise _invalid("must not be empty")
+    if _CONTROL_CHARACTERS.search(secret):
+        raise _invalid("must not contain line breaks or other control characters")
+    return value
+
+
 def _check_account_id(value: str) -> str:
     if not _ACCOUNT_ID.fullmatch(value):
         raise _invalid(
@@ -332,7 +367,9 @@ def _provider_of(value: Any) -> str | None:
 
 # A new provider is one account class above and one `| Annotated[...]` line here.
 Account: TypeAlias = Annotated[
-    Annotated[SamsaraAccount, Tag("samsara")] | Annotated[FleetizeAccount, Tag("fleetize")],
+    Annotated[SamsaraAccount, Tag("samsara")]
+    | Annotated[FleetizeAccount, Tag("fleetize")]
+    | Annotated[TelemaxAccount, Tag("telemax")],
     Discriminator(_provider_of),
 ]
 
@@ -391,7 +428,10 @@ class BridgeConfig(_Model):
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, for the logger to redact."""
-        values = [self.mqtt.password] + [account.token for account in self.accounts]
+        values: list[SecretStr | None] = [self.mqtt.password]
+        for account in self.accounts:
+            # Every SecretStr option of an account, whatever the provider calls it.
+            values += [v for v in dict(account).values() if isinstance(v, SecretStr)]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
@@ -679,7 +719,7 @@ def _read_secret_file(name: str, base_dir: Path) -> str:
 
 # --- pydantic errors into problems --------------------------------------------------
 
-_SECRET_OPTIONS = frozenset({"token", "password"})
+_SECRET_OPTIONS = frozenset({"token", "password", "api_key"})
 
 
 def _describe(error: ErrorDetails, data: Any) -> tuple[Loc, str]:

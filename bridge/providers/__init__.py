@@ -9,12 +9,14 @@ import aiohttp
 from bridge.providers.base import Provider
 from bridge.providers.fleetize import FleetizeProvider, FleetizeSettings
 from bridge.providers.samsara import SamsaraProvider, SamsaraSettings
+from bridge.providers.telemax import TelemaxProvider, TelemaxSettings
 from bridge.quota import Budget, Quota
 
 # provider name (the `provider:` value in config) -> (client class, settings class)
 REGISTRY: dict[str, tuple[type[Any], type[Any]]] = {
     SamsaraProvider.name: (SamsaraProvider, SamsaraSettings),
     FleetizeProvider.name: (FleetizeProvider, FleetizeSettings),
+    TelemaxProvider.name: (TelemaxProvider, TelemaxSettings),
 }
 
 

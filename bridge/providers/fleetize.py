@@ -39,6 +39,7 @@ from bridge.model import (
     VehicleStatus,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
+from bridge.providers.parse import integer, number, text, unix_time, valid_coordinates
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class FleetizeProvider:
     def _parse_device(self, item: Any) -> VehicleState | None:
         if not isinstance(item, dict):
             return None
-        vid = _str(item.get("device_id"))
+        vid = text(item.get("device_id"))
         if not vid:
             return None
         try:
@@ -261,11 +262,11 @@ class FleetizeProvider:
         state = self._states.get(vid) or VehicleState(vehicle_id=vid, name=vid)
         changes: dict[str, Any] = {}
         if "device_name" in item:
-            changes["name"] = _str(item.get("device_name")) or vid
+            changes["name"] = text(item.get("device_name")) or vid
         if "device_description" in item:
-            changes["model"] = _str(item.get("device_description"))
-        online_at = _unix(item.get("online_timestamp"))
-        heartbeat_at = _unix(item.get("heartbeat_timestamp"))
+            changes["model"] = text(item.get("device_description"))
+        online_at = unix_time(item.get("online_timestamp"))
+        heartbeat_at = unix_time(item.get("heartbeat_timestamp"))
         seen = [t for t in (online_at, heartbeat_at, state.last_seen) if t]
         if seen:
             changes["last_seen"] = max(seen)
@@ -275,7 +276,7 @@ class FleetizeProvider:
                 latitude=location[0],
                 longitude=location[1],
                 time=online_at,
-                heading=_number(item.get("device_angle")),
+                heading=number(item.get("device_angle")),
             )
         numbers = {
             "speed_kmh": "device_speed",
@@ -287,18 +288,18 @@ class FleetizeProvider:
         }
         for target, source in numbers.items():
             if source in item:
-                changes[target] = _number(item.get(source))
-        status_code = _int(item.get("status_code"))
+                changes[target] = number(item.get(source))
+        status_code = integer(item.get("status_code"))
         if status_code in STATUS_CODES:
             status = STATUS_CODES[status_code]
             changes["status"] = status
             changes["ignition"] = IGNITION_BY_STATUS.get(status)
         if "error_code" in item:
-            error_code = _int(item.get("error_code"))
+            error_code = integer(item.get("error_code"))
             problem = ERROR_CODES.get(error_code if error_code is not None else 0, Problem.NONE)
             changes["problem"] = problem
             changes["problem_since"] = (
-                _unix(item.get("error_code_time")) if problem is not Problem.NONE else None
+                unix_time(item.get("error_code_time")) if problem is not Problem.NONE else None
             )
         return state.merged(**changes)
 
@@ -308,8 +309,8 @@ def parse_location(value: Any) -> tuple[float, float] | None:
     if not isinstance(value, str) or "," not in value:
         return None
     lat_text, _, lon_text = value.partition(",")
-    lat, lon = _number(lat_text), _number(lon_text.split(",")[0])
-    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+    lat, lon = number(lat_text), number(lon_text.split(",")[0])
+    if lat is None or lon is None or not valid_coordinates(lat, lon):
         return None
     if lat == 0 and lon == 0:
         return None  # no fix yet, not the Gulf of Guinea
@@ -355,52 +356,14 @@ def _route(item: dict[str, Any]) -> Route:
     for chunk in str(item.get("route_points") or "").split(";"):
         parts = chunk.split(",")
         if len(parts) >= 2:
-            lat, lon = _number(parts[0]), _number(parts[1])
+            lat, lon = number(parts[0]), number(parts[1])
             if lat is not None and lon is not None:
-                speed = _number(parts[2]) if len(parts) > 2 else None
+                speed = number(parts[2]) if len(parts) > 2 else None
                 points.append(RoutePoint(lat, lon, speed))
     return Route(
-        start=_unix(item.get("origin_timestamp")),
-        end=_unix(item.get("destination_timestamp")),
-        start_km=_number(item.get("origin_mileage")),
-        end_km=_number(item.get("destination_mileage")),
+        start=unix_time(item.get("origin_timestamp")),
+        end=unix_time(item.get("destination_timestamp")),
+        start_km=number(item.get("origin_mileage")),
+        end_km=number(item.get("destination_mileage")),
         points=tuple(points),
     )
-
-
-def _number(value: Any) -> float | None:
-    """Numbers arrive as numbers or as strings; anything else is unknown."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str):
-        value = value.strip()
-        if not value:
-            return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number == number and abs(number) != float("inf") else None
-
-
-def _int(value: Any) -> int | None:
-    number = _number(value)
-    return int(number) if number is not None and number.is_integer() else None
-
-
-def _unix(value: Any) -> datetime | None:
-    number = _number(value)
-    if number is None or number <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(number, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _str(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None

@@ -29,6 +29,7 @@ from bridge.model import (
     parse_time,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
+from bridge.providers.parse import integer, number, text, valid_coordinates
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class SamsaraProvider:
                 params["after"] = after
             body = await self._get(PATH_VEHICLES, params, endpoint=ENDPOINT_VEHICLES)
             for item in _data_list(body):
-                vid = _str_or_none(item.get("id"))
+                vid = text(item.get("id"))
                 if vid:
                     listed[vid] = item
             after, has_next = _pagination(body)
@@ -174,12 +175,12 @@ class SamsaraProvider:
         for vid, item in listed.items():
             state = self._states.get(vid) or VehicleState(vehicle_id=vid, name=vid)
             self._states[vid] = state.merged(
-                name=_str_or_none(item.get("name")) or vid,
-                vin=_str_or_none(item.get("vin")),
-                plate=_str_or_none(item.get("licensePlate")),
-                make=_str_or_none(item.get("make")),
-                model=_str_or_none(item.get("model")),
-                year=_int_or_none(item.get("year")),
+                name=text(item.get("name")) or vid,
+                vin=text(item.get("vin")),
+                plate=text(item.get("licensePlate")),
+                make=text(item.get("make")),
+                model=text(item.get("model")),
+                year=integer(item.get("year")),
             )
         return removed
 
@@ -241,7 +242,7 @@ class SamsaraProvider:
         logged and skipped; it never spoils the others."""
         if not isinstance(item, dict):
             return
-        vid = _str_or_none(item.get("id"))
+        vid = text(item.get("id"))
         if not vid:
             return
         try:
@@ -251,7 +252,7 @@ class SamsaraProvider:
 
     def _fold(self, vid: str, item: dict[str, Any]) -> VehicleState:
         state = self._states.get(vid) or VehicleState(
-            vehicle_id=vid, name=_str_or_none(item.get("name")) or vid
+            vehicle_id=vid, name=text(item.get("name")) or vid
         )
         reading = self._readings.setdefault(vid, _Reading())
         changes: dict[str, Any] = {}
@@ -259,19 +260,19 @@ class SamsaraProvider:
 
         gps = _latest(item.get("gps"))
         if gps is not None:
-            lat, lon = _float_or_none(gps.get("latitude")), _float_or_none(gps.get("longitude"))
+            lat, lon = number(gps.get("latitude")), number(gps.get("longitude"))
             when = parse_time(gps.get("time"))
-            if lat is not None and lon is not None and _valid_coordinates(lat, lon):
+            if lat is not None and lon is not None and valid_coordinates(lat, lon):
                 geo = gps.get("reverseGeo")
                 address = geo.get("formattedLocation") if isinstance(geo, dict) else None
                 changes["position"] = Position(
                     latitude=lat,
                     longitude=lon,
                     time=when,
-                    heading=_float_or_none(gps.get("headingDegrees")),
+                    heading=number(gps.get("headingDegrees")),
                     address=address if isinstance(address, str) else None,
                 )
-                mph = _float_or_none(gps.get("speedMilesPerHour"))
+                mph = number(gps.get("speedMilesPerHour"))
                 if mph is not None:
                     changes["speed_kmh"] = round(mph * MPH_TO_KMH, 1)
                 if when:
@@ -358,36 +359,9 @@ def _latest(points: Any) -> dict[str, Any] | None:
 
 def _latest_value(points: Any) -> float | None:
     point = _latest(points)
-    return None if point is None else _float_or_none(point.get("value"))
+    return None if point is None else number(point.get("value"))
 
 
 def _time_of(point: dict[str, Any] | None) -> list[datetime]:
     when = parse_time(point.get("time")) if point else None
     return [when] if when else []
-
-
-def _float_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if number == number and abs(number) != float("inf") else None
-
-
-def _int_or_none(value: Any) -> int | None:
-    number = _float_or_none(value)
-    return int(number) if number is not None and number.is_integer() else None
-
-
-def _str_or_none(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _valid_coordinates(lat: float, lon: float) -> bool:
-    return -90 <= lat <= 90 and -180 <= lon <= 180

@@ -149,7 +149,7 @@ def test_config_is_frozen() -> None:
 
 
 def test_providers_are_listed() -> None:
-    assert PROVIDERS == ("samsara", "fleetize")
+    assert PROVIDERS == ("samsara", "fleetize", "telemax")
 
 
 # --- error messages --------------------------------------------------------------------
@@ -259,7 +259,7 @@ def test_unknown_options_are_named() -> None:
 def test_unknown_provider() -> None:
     text = "accounts:\n  - provider: foo\n    id: demo\n    token: abc\n"
     assert problems_of(text) == [
-        "accounts[0].provider (line 2): unknown provider 'foo' (expected one of: samsara, fleetize)"
+        "accounts[0].provider (line 2): unknown provider 'foo' (expected one of: samsara, fleetize, telemax)"
     ]
 
 

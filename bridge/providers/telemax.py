@@ -1,0 +1,401 @@
+"""Telemax: fleet last positions, paginated, and safety scores spread over time.
+
+Auth is an API key exchanged (form-encoded, JSON is refused) for a bearer token
+that lives a day, with no refresh endpoint: the token is cached (in the
+checkpoint, so a restart does not log in again), renewed 5 minutes before it
+expires, and renewed once when a call answers 401. Limits are sliding windows
+per token and per endpoint; the safety-score window (30 per 60 s) is the
+tightest, so scores are fetched a few vehicles per poll, oldest first, with
+explicit start and finish (the preset windows are documented as buggy).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import aiohttp
+from yarl import URL
+
+from bridge.errors import (
+    ProviderAuthError,
+    ProviderDataError,
+    ProviderError,
+    QuotaExhaustedError,
+)
+from bridge.model import (
+    Capability,
+    PollPlan,
+    Position,
+    Priority,
+    Update,
+    VehicleState,
+    format_time,
+    parse_time,
+)
+from bridge.providers.http import HttpClient, RetryPolicy
+from bridge.providers.parse import integer, number, text, valid_coordinates
+from bridge.quota import Budget, BudgetKind, Quota
+
+_LOGGER = logging.getLogger(__name__)
+
+# --- Endpoints, limits and units, in one place (NOTES.md, telemax-safety-score.txt)
+BASE_URL = "https://api.telemax.com.au"
+PATH_TOKEN = "api/v2/authentication/token/api-key"
+PATH_COMPANIES = "api/v2/companies"
+PATH_FLEET_POSITIONS = "api/v2/companies/{company}/vehicles/last-position"
+PATH_SAFETY_SCORE = "api/v2/safety-score/{vehicle}"
+ENDPOINT_AUTH = "auth"
+ENDPOINT_COMPANIES = "companies"
+ENDPOINT_FLEET_POSITIONS = "fleet_last_position"
+ENDPOINT_VEHICLE_POSITION = "vehicle_last_position"
+ENDPOINT_SAFETY_SCORE = "safety_score"
+ENDPOINT_REPLAY = "replay"
+ENDPOINT_VEHICLES_LIST = "vehicles_list"
+PAGE_SIZE = 500  # documented maximum (default 50)
+# Renew the token this long before it expires (documented advice).
+TOKEN_MARGIN = timedelta(minutes=5)
+DEFAULT_BUDGETS = (
+    Budget("per_token", BudgetKind.WINDOW, limit=60, period=60.0),
+    Budget(
+        "fleet_last_position",
+        BudgetKind.WINDOW,
+        limit=20,
+        period=60.0,
+        endpoints=frozenset({ENDPOINT_FLEET_POSITIONS}),
+    ),
+    Budget(
+        "vehicle_last_position",
+        BudgetKind.WINDOW,
+        limit=120,
+        period=60.0,
+        endpoints=frozenset({ENDPOINT_VEHICLE_POSITION}),
+    ),
+    Budget(
+        "safety_score",
+        BudgetKind.WINDOW,
+        limit=30,
+        period=60.0,
+        endpoints=frozenset({ENDPOINT_SAFETY_SCORE}),
+    ),
+    Budget(
+        "replay",
+        BudgetKind.WINDOW,
+        limit=20,
+        period=60.0,
+        endpoints=frozenset({ENDPOINT_REPLAY}),
+    ),
+    Budget(
+        "vehicles_list",
+        BudgetKind.WINDOW,
+        limit=60,
+        period=60.0,
+        endpoints=frozenset({ENDPOINT_VEHICLES_LIST}),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemaxSettings:
+    api_key: str
+    base_url: str = BASE_URL
+    request_timeout: float = 30.0
+    # How often each vehicle's safety score is refreshed, and over how many days.
+    safety_score_interval: float = 3600.0
+    safety_score_days: int = 7
+    # At most this many safety-score calls per poll (the rest come next poll).
+    safety_scores_per_poll: int = 10
+
+
+@dataclass(slots=True)
+class TelemaxProvider:
+    """One Telemax company (one API key)."""
+
+    name: ClassVar[str] = "telemax"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.POSITION,
+            Capability.SPEED,
+            Capability.ODOMETER,
+            Capability.FUEL_LEVEL,
+            Capability.FUEL_VOLUME,
+            Capability.IGNITION,
+            Capability.BATTERY_VOLTAGE,
+            Capability.ENGINE_HOURS,
+            Capability.RISK_SCORE,
+        }
+    )
+    default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
+    poll_endpoint: ClassVar[str] = ENDPOINT_FLEET_POSITIONS
+
+    session: aiohttp.ClientSession
+    settings: TelemaxSettings
+    quota: Quota | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _http: HttpClient = field(init=False)
+    _states: dict[str, VehicleState] = field(default_factory=dict, init=False)
+    _token: str | None = field(default=None, init=False)
+    _token_expires: datetime | None = field(default=None, init=False)
+    _company: str | None = field(default=None, init=False)
+    _scored_at: dict[str, datetime] = field(default_factory=dict, init=False)
+    _scores_allowed: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        self._http = HttpClient(
+            self.session,
+            "Telemax",
+            timeout=self.settings.request_timeout,
+            retry=self.retry,
+            quota=self.quota,
+        )
+
+    # --- persistence -------------------------------------------------------
+    def checkpoint(self) -> dict[str, str]:
+        checkpoint: dict[str, str] = {}
+        if self._company:
+            checkpoint["company"] = self._company
+        if self._token and self._token_expires:
+            # A daily bearer token in the bridge's own store spares a login per
+            # restart; the API key itself is never written there.
+            checkpoint["token"] = self._token
+            checkpoint["token_expires"] = self._token_expires.isoformat()
+        return checkpoint
+
+    def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
+        self._states = {v.vehicle_id: v for v in vehicles}
+        self._company = checkpoint.get("company")
+        self._token = checkpoint.get("token")
+        expires = checkpoint.get("token_expires")
+        self._token_expires = datetime.fromisoformat(expires) if expires else None
+
+    async def close(self) -> None:
+        """Nothing to release: the session is injected."""
+
+    # --- polling -----------------------------------------------------------
+    async def poll(self, plan: PollPlan) -> Update:
+        now = plan.now or datetime.now(UTC)
+        if self._company is None:
+            self._company = await self._first_company(now, plan.priority)
+        before = dict(self._states)
+        listed: set[str] = set()
+        page = 1
+        while True:
+            body = await self._get(
+                PATH_FLEET_POSITIONS.format(company=self._company),
+                ENDPOINT_FLEET_POSITIONS,
+                now,
+                plan.priority,
+                params={"page": str(page), "pageSize": str(PAGE_SIZE)},
+            )
+            for item in _items(body):
+                state = self._parse_record(item)
+                if state is not None:
+                    listed.add(state.vehicle_id)
+                    self._states[state.vehicle_id] = state
+            pages = integer(body.get("numberOfPages")) if isinstance(body, dict) else None
+            if pages is None or page >= pages:
+                break
+            page += 1
+        removed = [vid for vid in self._states if vid not in listed]
+        for vid in removed:
+            del self._states[vid]
+            self._scored_at.pop(vid, None)
+        await self._refresh_scores(now, plan.priority)
+        changed = [s for vid, s in self._states.items() if before.get(vid) != s]
+        return Update(vehicles=changed, removed=removed)
+
+    async def _first_company(self, now: datetime, priority: Priority) -> str:
+        body = await self._get(PATH_COMPANIES, ENDPOINT_COMPANIES, now, priority)
+        items = _items(body)
+        company = text(items[0].get("Id")) if items and isinstance(items[0], dict) else None
+        if company is None:
+            raise ProviderDataError("Telemax: the API key's token lists no company")
+        return company
+
+    async def _refresh_scores(self, now: datetime, priority: Priority) -> None:
+        if not self._scores_allowed:
+            return
+        due = sorted(
+            (
+                vid
+                for vid in self._states
+                if vid not in self._scored_at
+                or (now - self._scored_at[vid]).total_seconds()
+                >= self.settings.safety_score_interval
+            ),
+            key=lambda vid: self._scored_at.get(vid, datetime.min.replace(tzinfo=UTC)),
+        )
+        room = self.settings.safety_scores_per_poll
+        if self.quota is not None:
+            # Spend only what the window has right now: scores never delay a poll.
+            room = min(room, self.quota.available(ENDPOINT_SAFETY_SCORE, priority))
+        for vid in due[:room]:
+            try:
+                score = await self._risk_score(vid, now, priority)
+            except (ProviderError, QuotaExhaustedError) as err:
+                _LOGGER.info("Telemax: no safety score for %s now: %s", vid, err)
+                return
+            self._scored_at[vid] = now
+            if score is not _NO_ACCESS:
+                self._states[vid] = self._states[vid].merged(risk_score=score)
+
+    async def _risk_score(self, vehicle: str, now: datetime, priority: Priority) -> Any:
+        start = now - timedelta(days=self.settings.safety_score_days)
+        response = await self._get(
+            PATH_SAFETY_SCORE.format(vehicle=vehicle),
+            ENDPOINT_SAFETY_SCORE,
+            now,
+            priority,
+            # Always explicit: the preset windows extend `finish` forward (a
+            # documented bug), which would mix in nonsense.
+            params={"start": _iso(start), "finish": _iso(now)},
+            passthrough=frozenset({403, 404}),
+        )
+        if response is _NO_ACCESS:
+            return _NO_ACCESS
+        trips = [t for t in response if isinstance(t, dict)] if isinstance(response, list) else []
+        weighted = [
+            (score, max(distance, 0.001))
+            for t in trips
+            if (score := number(t.get("riskScore"))) is not None
+            and (distance := number(t.get("distance"))) is not None
+        ]
+        if not weighted:
+            return None
+        total = sum(d for _, d in weighted)
+        return round(sum(s * d for s, d in weighted) / total, 1)
+
+    # --- HTTP ----------------------------------------------------------------
+    async def _get(
+        self,
+        path: str,
+        endpoint: str,
+        now: datetime,
+        priority: Priority,
+        *,
+        params: dict[str, str] | None = None,
+        passthrough: frozenset[int] = frozenset(),
+    ) -> Any:
+        url = URL(self.settings.base_url.rstrip("/") + "/" + path)
+        for attempt in (1, 2):
+            token = await self._valid_token(now, priority)
+            response = await self._http.request(
+                "GET",
+                url,
+                headers={"Authorization": f"Bearer {token}"},
+                params=params,
+                endpoint=endpoint,
+                priority=priority,
+                passthrough_statuses=passthrough | {401},
+            )
+            if response.status == 401:
+                # An expired or revoked token: log in again, once.
+                self._token = None
+                if attempt == 2:
+                    raise ProviderAuthError(
+                        "Telemax refused a fresh token (HTTP 401): check the API key"
+                    )
+                continue
+            if response.status in (403, 404) and endpoint == ENDPOINT_SAFETY_SCORE:
+                if response.status == 403:
+                    _LOGGER.warning(
+                        "Telemax: the API key's scope does not include safety scores "
+                        "(HTTP 403); risk scores stay unknown"
+                    )
+                    self._scores_allowed = False
+                return _NO_ACCESS
+            return response.json()
+        raise AssertionError("unreachable")
+
+    async def _valid_token(self, now: datetime, priority: Priority) -> str:
+        if (
+            self._token
+            and self._token_expires is not None
+            and now < self._token_expires - TOKEN_MARGIN
+        ):
+            return self._token
+        url = URL(self.settings.base_url.rstrip("/") + "/" + PATH_TOKEN)
+        response = await self._http.request(
+            "POST",
+            url,
+            form={"apiKey": self.settings.api_key},
+            endpoint=ENDPOINT_AUTH,
+            priority=priority,
+            passthrough_statuses=frozenset({400}),
+        )
+        body = response.json()
+        if response.status == 400 or not isinstance(body, dict):
+            raise ProviderAuthError(f"Telemax refused the API key: {_describe(body)}")
+        token = body.get("access_token")
+        lifetime = number(body.get("expires_in"))
+        if not isinstance(token, str) or not token or lifetime is None:
+            raise ProviderDataError("Telemax: the token answer lacks access_token/expires_in")
+        self._token = token
+        self._token_expires = now + timedelta(seconds=lifetime)
+        return token
+
+    # --- mapping into the model -------------------------------------------
+    def _parse_record(self, item: Any) -> VehicleState | None:
+        if not isinstance(item, dict):
+            return None
+        vid = text(item.get("id"))
+        if vid is None:
+            return None
+        state = self._states.get(vid) or VehicleState(vehicle_id=vid, name=vid)
+        lat, lng = number(item.get("lat")), number(item.get("lng"))
+        when = parse_time(item.get("utcTime"))
+        position = state.position
+        if lat is not None and lng is not None and valid_coordinates(lat, lng):
+            address = item.get("address")
+            position = Position(
+                latitude=lat,
+                longitude=lng,
+                time=when,
+                heading=number(item.get("course")),
+                address=address if isinstance(address, str) and address else None,
+            )
+        ignition = item.get("ignition")
+        online = item.get("isOnline")
+        return state.merged(
+            name=text(item.get("deviceName")) or state.name,
+            position=position,
+            speed_kmh=number(item.get("speed")),
+            odometer_km=number(item.get("odometer")),
+            battery_voltage=number(item.get("voltage")),
+            engine_hours=number(item.get("engineHours")),
+            fuel_percent=number(item.get("fuelLevel")),
+            fuel_volume_l=number(item.get("fuelVolume")),
+            ignition=ignition if isinstance(ignition, bool) else None,
+            reported_online=online if isinstance(online, bool) else None,
+            last_seen=max((t for t in (when, state.last_seen) if t), default=None),
+            vin=text(item.get("vin")) or state.vin,
+        )
+
+
+class _NoAccess:
+    """The safety-score endpoint is closed to this key (403) or vehicle (404)."""
+
+
+_NO_ACCESS: Any = _NoAccess()
+
+
+def _items(body: Any) -> list[Any]:
+    items = body.get("items") if isinstance(body, dict) else None
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ProviderDataError("Telemax: `items` is not a list")
+    return items
+
+
+def _describe(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("description") or body.get("code") or "no reason given")[:200]
+    return "no reason given"
+
+
+def _iso(value: datetime) -> str:
+    return format_time(value) or ""
