@@ -12,12 +12,22 @@ another process (the bridge runs as a subprocess in end-to-end tests).
     POST   /_sim/{provider}/fail?status=500&count=3[&retry_after=0.5]
     POST   /_sim/{provider}/latency?seconds=0.2
     POST   /_sim/{provider}/reset-stats
+    POST   /_sim/{provider}/{action}            a provider's own switches, e.g.
+           /_sim/fleetize/unblock[?token=]      lift a FLEETIZE token block
+           /_sim/fleetize/reset-quota           forget FLEETIZE's daily counts and spacing
+           /_sim/fleetize/error?device=&code=   pin a device fault (no code: unpin)
+           /_sim/fleetize/quirks?on=0|1         documentation quirks off / on
+           /_sim/telemax/expire-tokens          every Telemax token expires now
+           /_sim/telemax/reset-limits           empty Telemax's rate-limit windows
+
+Each provider has a fleet of its own. The vehicle endpoints take `?provider=<name>`
+(default: the Samsara fleet); park-all and release without it act on every fleet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -30,9 +40,35 @@ class _BadRequest(Exception):
     pass
 
 
-def control_app(world: World, providers: Mapping[str, ProviderSim]) -> web.Application:
+Action = Callable[[Mapping[str, str]], dict[str, Any]]
+
+
+@runtime_checkable
+class HasControlActions(Protocol):
+    def control_actions(self) -> Mapping[str, Action]:
+        """Named switches: each takes the query and answers JSON."""
+
+
+def control_app(
+    world: World,
+    providers: Mapping[str, ProviderSim],
+    worlds: Mapping[str, World] | None = None,
+) -> web.Application:
+    """`world` is the default fleet; `worlds` every provider's, by provider name."""
     app = web.Application(middlewares=[_bad_requests])
     routes = web.RouteTableDef()
+    every_world = list({id(w): w for w in (world, *(worlds or {}).values())}.values())
+
+    def world_of(request: web.Request) -> World:
+        name = request.query.get("provider")
+        if name is None:
+            return world
+        if worlds is None or name not in worlds:
+            raise web.HTTPNotFound(text=f"no fleet for a provider named {name!r}")
+        return worlds[name]
+
+    def chosen(request: web.Request) -> list[World]:
+        return [world_of(request)] if "provider" in request.query else every_world
 
     def now() -> str:
         return world.clock.now().isoformat().replace("+00:00", "Z")
@@ -55,29 +91,31 @@ def control_app(world: World, providers: Mapping[str, ProviderSim]) -> web.Appli
         return web.json_response({"now": now(), "speed": world.clock.speed})
 
     @routes.post("/park-all")
-    async def park_all(_: web.Request) -> web.Response:
-        world.park_all()
-        return web.json_response({"now": now(), "parked": len(world)})
+    async def park_all(request: web.Request) -> web.Response:
+        targets = chosen(request)
+        for each in targets:
+            each.park_all()
+        return web.json_response({"now": now(), "parked": sum(map(len, targets))})
 
     @routes.post("/release")
-    async def release(_: web.Request) -> web.Response:
-        world.release()
+    async def release(request: web.Request) -> web.Response:
+        for each in chosen(request):
+            each.release()
         return web.json_response({"now": now()})
 
     @routes.get("/vehicles")
-    async def vehicles(_: web.Request) -> web.Response:
-        return web.json_response(
-            {"now": now(), "vehicles": [truth.to_json() for truth in world.truths()]}
-        )
+    async def vehicles(request: web.Request) -> web.Response:
+        truths = world_of(request).truths()
+        return web.json_response({"now": now(), "vehicles": [t.to_json() for t in truths]})
 
     @routes.post("/vehicles")
-    async def add_vehicle(_: web.Request) -> web.Response:
-        return web.json_response({"id": world.add_vehicle()}, status=201)
+    async def add_vehicle(request: web.Request) -> web.Response:
+        return web.json_response({"id": world_of(request).add_vehicle()}, status=201)
 
     @routes.delete("/vehicles/{vehicle_id}")
     async def remove_vehicle(request: web.Request) -> web.Response:
         try:
-            world.remove_vehicle(request.match_info["vehicle_id"])
+            world_of(request).remove_vehicle(request.match_info["vehicle_id"])
         except KeyError:
             return web.json_response({"error": "no such vehicle"}, status=404)
         return web.Response(status=204)
@@ -125,6 +163,20 @@ def control_app(world: World, providers: Mapping[str, ProviderSim]) -> web.Appli
     async def reset_stats(request: web.Request) -> web.Response:
         provider_of(request).counters.reset()
         return web.json_response({"reset": True})
+
+    @routes.post("/{provider}/{action}")
+    async def action(request: web.Request) -> web.Response:
+        provider: object = provider_of(request)
+        name = request.match_info["action"]
+        actions = provider.control_actions() if isinstance(provider, HasControlActions) else {}
+        if name not in actions:
+            raise web.HTTPNotFound(text=f"no action {name!r} for {request.match_info['provider']}")
+        try:
+            return web.json_response(actions[name](request.query))
+        except KeyError as err:
+            return web.json_response({"error": f"not found: {err}"}, status=404)
+        except ValueError as err:
+            raise _BadRequest(str(err)) from None
 
     app.add_routes(routes)
     return app

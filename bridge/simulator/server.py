@@ -4,6 +4,11 @@
         url = server.samsara_url          # http://127.0.0.1:<port>/samsara
         server.clock.advance(600)
 
+Each provider serves a fleet of its own (`worlds`, by provider name; also
+`world` = Samsara's, `fleetize_world`, `telemax_world`), so that a bridge with
+accounts at all three sees three fleets, not one truck three times. All run on
+the one `clock`.
+
 `run()` is the blocking entry point behind `fleet-bridge simulate`.
 """
 
@@ -13,20 +18,30 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
 
+from bridge.simulator import fleetize, telemax
 from bridge.simulator.base import ProviderSim
 from bridge.simulator.clock import SimClock
 from bridge.simulator.control import control_app
+from bridge.simulator.fleetize import FleetizeSim
 from bridge.simulator.samsara import DEFAULT_TOKEN, PREFIX, SamsaraSim
-from bridge.simulator.world import World
+from bridge.simulator.telemax import TelemaxSim
+from bridge.simulator.vehicle import WorkHours
+from bridge.simulator.world import Naming, World
 
 CONTROL_PREFIX = "/_sim"
+FLEETIZE_VEHICLES = 5
+TELEMAX_VEHICLES = 5
+#: Days of trips the FLEETIZE and Telemax fleets keep (routes, scores, replays).
+HISTORY_DAYS = 8
+# Each fleet's seed is the server's plus this, so that the fleets differ.
+_SEED_OFFSETS = {SamsaraSim.name: 0, FleetizeSim.name: 1000, TelemaxSim.name: 2000}
 
 
 class SimulatorServer:
@@ -43,21 +58,67 @@ class SimulatorServer:
         samsara_tokens: Iterable[str] = (DEFAULT_TOKEN,),
         start: datetime | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        fleetize_vehicles: int = FLEETIZE_VEHICLES,
+        telemax_vehicles: int = TELEMAX_VEHICLES,
+        fleetize_tokens: Iterable[str] = (fleetize.DEFAULT_TOKEN,),
+        telemax_api_keys: Iterable[str] = (telemax.DEFAULT_API_KEY,),
+        work_hours: WorkHours | Mapping[str, WorkHours | None] | None = None,
     ) -> None:
         """`start` is the simulated time at creation (default: now); `monotonic`
-        is the real-time source of the clock and the rate limiters."""
+        is the real-time source of the clock and the rate limiters. `vehicles` is
+        the size of the Samsara fleet. `work_hours` (UTC hours, e.g. (7, 17)) holds
+        for every fleet, or per provider name ({"fleetize": (7, 17)})."""
         self.host = host
         self.port = port
         self.clock = SimClock(start, speed, monotonic=monotonic)
-        self.world = World(vehicles, seed, self.clock)
+
+        def hours(provider: str) -> WorkHours | None:
+            if work_hours is None or isinstance(work_hours, tuple):
+                return work_hours
+            return work_hours.get(provider)
+
+        def world(
+            provider: str, count: int, history_days: float = 0, naming: Naming | None = None
+        ) -> World:
+            return World(
+                count,
+                seed + _SEED_OFFSETS[provider],
+                self.clock,
+                work_hours=hours(provider),
+                history_days=history_days,
+                naming=naming,
+            )
+
+        self.world = world(SamsaraSim.name, vehicles)
+        self.fleetize_world = world(
+            FleetizeSim.name, fleetize_vehicles, history_days=HISTORY_DAYS, naming=fleetize.naming
+        )
+        self.telemax_world = world(
+            TelemaxSim.name, telemax_vehicles, history_days=HISTORY_DAYS, naming=telemax.naming
+        )
+        self.worlds: dict[str, World] = {
+            SamsaraSim.name: self.world,
+            FleetizeSim.name: self.fleetize_world,
+            TelemaxSim.name: self.telemax_world,
+        }
         self.samsara = SamsaraSim(self.world, tokens=samsara_tokens, monotonic=monotonic)
-        self.providers: dict[str, ProviderSim] = {SamsaraSim.name: self.samsara}
+        self.fleetize = FleetizeSim(self.fleetize_world, tokens=fleetize_tokens)
+        self.telemax = TelemaxSim(
+            self.telemax_world, api_keys=telemax_api_keys, monotonic=monotonic
+        )
+        self.providers: dict[str, ProviderSim] = {
+            SamsaraSim.name: self.samsara,
+            FleetizeSim.name: self.fleetize,
+            TelemaxSim.name: self.telemax,
+        }
         self._runner: web.AppRunner | None = None
 
     def make_app(self) -> web.Application:
         app = web.Application()
         app.add_subapp(PREFIX, self.samsara.app())
-        app.add_subapp(CONTROL_PREFIX, control_app(self.world, self.providers))
+        app.add_subapp(fleetize.PREFIX, self.fleetize.app())
+        app.add_subapp(telemax.PREFIX, self.telemax.app())
+        app.add_subapp(CONTROL_PREFIX, control_app(self.world, self.providers, self.worlds))
         return app
 
     @property
@@ -74,6 +135,17 @@ class SimulatorServer:
     def samsara_url(self) -> str:
         """The base URL to give a Samsara client instead of https://api.samsara.com."""
         return self.base_url + PREFIX
+
+    @property
+    def fleetize_url(self) -> str:
+        """The base URL instead of https://api.fleetize.com/v2 (the documented API
+        root, and the bridge client's `base_url`): append /{ActionCode}."""
+        return self.base_url + fleetize.PREFIX + fleetize.API_ROOT
+
+    @property
+    def telemax_url(self) -> str:
+        """The base URL instead of https://api.telemax.com.au (append /api/v2/...)."""
+        return self.base_url + telemax.PREFIX
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -111,10 +183,16 @@ class SimulatorServer:
 def banner(server: SimulatorServer) -> str:
     """The one line `fleet-bridge simulate` prints: where to point a client."""
     token = next(iter(sorted(server.samsara.tokens)), "")
+    apitoken = next(iter(sorted(server.fleetize.tokens)), "")
+    api_key = next(iter(sorted(server.telemax.api_keys)), "")
     return (
         f"Fleet simulator at {server.base_url} "
         f"({len(server.world)} vehicles, speed {server.clock.speed:g}x) | "
-        f"Samsara: base_url={server.samsara_url} token={token}"
+        f"Samsara: base_url={server.samsara_url} token={token} | "
+        f"FLEETIZE: base_url={server.fleetize_url} apitoken={apitoken} "
+        f"({len(server.fleetize_world)} vehicles) | "
+        f"Telemax: base_url={server.telemax_url} apiKey={api_key} "
+        f"({len(server.telemax_world)} vehicles)"
     )
 
 
@@ -128,6 +206,9 @@ async def serve_forever(
     samsara_tokens: Iterable[str] = (DEFAULT_TOKEN,),
     announce: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    fleetize_vehicles: int = FLEETIZE_VEHICLES,
+    telemax_vehicles: int = TELEMAX_VEHICLES,
+    work_hours: WorkHours | Mapping[str, WorkHours | None] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or `stop` is set), announcing the URLs once."""
     stop = stop or asyncio.Event()
@@ -147,6 +228,9 @@ async def serve_forever(
             host=host,
             port=port,
             samsara_tokens=samsara_tokens,
+            fleetize_vehicles=fleetize_vehicles,
+            telemax_vehicles=telemax_vehicles,
+            work_hours=work_hours,
         ) as server:
             (announce or _print_line)(banner(server))
             await stop.wait()
@@ -161,10 +245,25 @@ def run(
     vehicles: int = 20,
     speed: float = 1.0,
     seed: int = 1,
+    *,
+    fleetize_vehicles: int = FLEETIZE_VEHICLES,
+    telemax_vehicles: int = TELEMAX_VEHICLES,
+    work_hours: WorkHours | Mapping[str, WorkHours | None] | None = None,
 ) -> None:
     """Blocking: serve the simulator until Ctrl-C or SIGTERM."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(host=host, port=port, vehicles=vehicles, speed=speed, seed=seed))
+        asyncio.run(
+            serve_forever(
+                host=host,
+                port=port,
+                vehicles=vehicles,
+                speed=speed,
+                seed=seed,
+                fleetize_vehicles=fleetize_vehicles,
+                telemax_vehicles=telemax_vehicles,
+                work_hours=work_hours,
+            )
+        )
 
 
 def _print_line(line: str) -> None:

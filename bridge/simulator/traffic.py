@@ -37,17 +37,44 @@ class SlidingWindowLimiter:
 
         Refused requests are not counted, so a client that waits as told gets in.
         """
+        wait = self.wait(key)
+        if wait is None:
+            self.record(key)
+        return wait
+
+    def wait(self, key: str) -> float | None:
+        """Like `acquire` but without counting: None if a request would be allowed,
+        else the seconds until one would be. For several windows that must all
+        allow a request before any of them counts it."""
         now = self.clock()
-        seen = self._seen.setdefault(key, deque())
-        while seen and seen[0] <= now - self.window_s:
-            seen.popleft()
+        seen = self._window(key, now)
         if len(seen) >= self.limit:
             return seen[0] + self.window_s - now
-        seen.append(now)
         return None
+
+    def record(self, key: str) -> None:
+        """Count one request, allowed or not (see `wait`)."""
+        now = self.clock()
+        self._window(key, now).append(now)
+
+    def remaining(self, key: str) -> int:
+        """Requests still allowed right now."""
+        return max(0, self.limit - len(self._window(key, self.clock())))
+
+    def reset_in(self, key: str) -> float:
+        """Seconds until the oldest counted request leaves the window (0 if none)."""
+        now = self.clock()
+        seen = self._window(key, now)
+        return seen[0] + self.window_s - now if seen else 0.0
 
     def reset(self) -> None:
         self._seen.clear()
+
+    def _window(self, key: str, now: float) -> deque[float]:
+        seen = self._seen.setdefault(key, deque())
+        while seen and seen[0] <= now - self.window_s:
+            seen.popleft()
+        return seen
 
 
 @dataclass(frozen=True, slots=True)

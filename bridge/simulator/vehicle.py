@@ -12,13 +12,18 @@ Readings are stored as samples, each stamped with the simulated time and with th
 world's revision (a counter that grows whenever anything is recorded); providers
 answer "what changed since" from the revision, because a frozen clock can still
 see forced changes. Only the last few samples of each stat are kept.
+
+Optionally (when the world asks for it) a vehicle also keeps its trips of the last
+days with every fix, for the providers that serve trip history, and only starts
+trips within work hours.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from bridge.simulator import geo
@@ -37,6 +42,33 @@ IDLE_S = (60, 120)
 ARRIVAL_IDLE_S = (30, 120)
 DRIVING_FIX_S = (5, 30)
 FLEET_RADIUS_KM = 35.0
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+# How late after the start of work hours a vehicle leaves its first trip of the day.
+WORK_START_JITTER_S = 45 * 60
+
+#: (first hour, end hour) of the UTC day within which trips start, e.g. (7, 17).
+#: An end before the start wraps past midnight: (22, 6) is a night shift.
+WorkHours = tuple[int, int]
+
+
+def check_work_hours(hours: WorkHours) -> WorkHours:
+    start, end = hours
+    if not (0 <= start <= 23 and 1 <= end <= 24 and start != end):
+        raise ValueError(f"work hours must be (start 0-23, end 1-24), start != end: {hours!r}")
+    return start, end
+
+
+def in_work_hours(at_ms: int, hours: WorkHours) -> bool:
+    hour = at_ms // HOUR_MS % 24
+    start, end = hours
+    return start <= hour < end if start < end else (hour >= start or hour < end)
+
+
+def next_work_start(at_ms: int, hours: WorkHours) -> int:
+    """The first start of work hours after `at_ms`."""
+    start = at_ms - at_ms % DAY_MS + hours[0] * HOUR_MS
+    return start if start > at_ms else start + DAY_MS
 
 
 class Stat(enum.StrEnum):
@@ -81,6 +113,49 @@ class Sample(NamedTuple, Generic[_V]):
     value: _V
 
 
+class TripPoint(NamedTuple):
+    time_ms: int
+    latitude: float
+    longitude: float
+    speed_kmh: float
+    heading: int
+    odometer_m: int
+
+
+@dataclass(slots=True)
+class Trip:
+    """One trip, from the engine starting to it stopping, with every fix between
+    (the first is where it started, the last where it is or ended)."""
+
+    number: int  # per vehicle, from 1
+    start_ms: int  # engine on
+    start_odometer_m: int
+    points: list[TripPoint] = field(default_factory=list)
+    drive_start_ms: int | None = None  # moving off after idling
+    drive_end_ms: int | None = None  # arrived, idling again
+    end_ms: int | None = None  # engine off; None while the trip goes on
+
+    @property
+    def done(self) -> bool:
+        return self.end_ms is not None
+
+    @property
+    def last_ms(self) -> int:
+        """When it ended, or its latest fix while it goes on."""
+        if self.end_ms is not None:
+            return self.end_ms
+        return self.points[-1].time_ms if self.points else self.start_ms
+
+    @property
+    def distance_m(self) -> int:
+        end = self.points[-1].odometer_m if self.points else self.start_odometer_m
+        return end - self.start_odometer_m
+
+    @property
+    def max_speed_kmh(self) -> float:
+        return max((p.speed_kmh for p in self.points), default=0.0)
+
+
 @dataclass(slots=True)
 class Forced:
     """Values a test pins on a vehicle; None leaves a value alone."""
@@ -122,6 +197,8 @@ class SimVehicle:
         "next_ms",
         "next_ping_ms",
         "odometer_m",
+        "open_trip",
+        "park_s",
         "phase",
         "phase_end_ms",
         "refuels",
@@ -130,8 +207,12 @@ class SimVehicle:
         "step_ms",
         "tank_l",
         "trip_done_m",
+        "trip_history_ms",
+        "trip_log",
+        "trip_number",
         "trips",
         "waypoints",
+        "work_hours",
     )
 
     def __init__(
@@ -145,7 +226,12 @@ class SimVehicle:
         rng: Rng,
         now_ms: int,
         revision: int,
+        work_hours: WorkHours | None = None,
+        park_minutes: tuple[int, int] = PARK_MIN,
+        trip_history_ms: int = 0,
     ) -> None:
+        """`work_hours`: trips only start within them; `trip_history_ms`: keep the
+        trips that ended within this long (0: keep none, the cheap default)."""
         self.seq = seq
         self.identity = identity
         self.depot = depot
@@ -182,6 +268,12 @@ class SimVehicle:
         self.refuels = 0
         self.distance_m = 0.0
         self.history: dict[Stat, list[Sample[Any]]] = {stat: [] for stat in Stat}
+        self.work_hours = work_hours
+        self.park_s = (park_minutes[0] * 60, park_minutes[1] * 60)
+        self.trip_history_ms = trip_history_ms
+        self.trip_log: deque[Trip] = deque()
+        self.open_trip: Trip | None = None
+        self.trip_number = 0
         self._start(now_ms)
 
     # --- what the providers read ------------------------------------------
@@ -200,6 +292,13 @@ class SimVehicle:
     @property
     def fuel_percent(self) -> int:
         return max(0, min(100, round(100 * self.fuel_l / self.tank_l)))
+
+    def trip_history(self) -> list[Trip]:
+        """Kept trips, oldest first, the one going on (if any) last."""
+        trips = list(self.trip_log)
+        if self.open_trip is not None:
+            trips.append(self.open_trip)
+        return trips
 
     # --- the world's entry points ------------------------------------------
     def advance(self, until_ms: int, revision: int) -> None:
@@ -235,7 +334,7 @@ class SimVehicle:
             return
         self.held = False
         if self.phase is Phase.PARKED:
-            self.phase_end_ms = at_ms + self._rng.randint(60, 1800) * 1000
+            self.phase_end_ms = self._departure(at_ms + self._rng.randint(60, 1800) * 1000)
             self.next_ms = min(self.next_ping_ms, self.phase_end_ms)
 
     def force(self, at_ms: int, revision: int, forced: Forced) -> None:
@@ -268,6 +367,8 @@ class SimVehicle:
         so that a new fleet starts as a natural mix of parked and moving."""
         rng = self._rng
         draw = rng.random()
+        if self.work_hours is not None and not in_work_hours(now_ms, self.work_hours):
+            draw = 0.0  # after hours the whole fleet is parked
         if draw < 0.5:
             parked_since = now_ms - rng.randint(0, 90 * 60) * 1000
             self._record_all(parked_since)
@@ -276,7 +377,7 @@ class SimVehicle:
             if pings:
                 self._record_fix(last_ping)
             self.next_ping_ms = last_ping + PARKED_PING_S * 1000
-            self.phase_end_ms = now_ms + rng.randint(60, PARK_MIN[1] * 60) * 1000
+            self.phase_end_ms = self._departure(now_ms + rng.randint(60, self.park_s[1]) * 1000)
             self.next_ms = min(self.next_ping_ms, self.phase_end_ms)
             return
         self._plan_trip()
@@ -285,6 +386,7 @@ class SimVehicle:
         if draw < 0.6:
             started = now_ms - rng.randint(0, 59) * 1000
             self._engine_mark_ms = started
+            self._open_trip(started)
             self._record_all(started)
             self.phase = Phase.LEAVING
             self.phase_end_ms = max(now_ms + 1000, started + rng.randint(*IDLE_S) * 1000)
@@ -300,6 +402,9 @@ class SimVehicle:
         self.speed_kmh = self._pick_speed()
         self._engine_mark_ms = last_fix
         self.step_ms = last_fix
+        self._open_trip(last_fix)
+        if self.open_trip is not None:
+            self.open_trip.drive_start_ms = last_fix
         self._record_all(last_fix)
         self.next_ms = last_fix + self._fix_interval_ms()
 
@@ -313,6 +418,7 @@ class SimVehicle:
 
     def _depart(self, at: int) -> None:
         self._plan_trip()
+        self._open_trip(at)
         self._set_engine(at, Engine.IDLE)
         self.battery_mv = self._running_battery()
         self._record_fix(at)
@@ -329,6 +435,8 @@ class SimVehicle:
         self.step_ms = at
         self.speed_kmh = self._pick_speed()
         self._aim()
+        if self.open_trip is not None:
+            self.open_trip.drive_start_ms = at
         self._record_fix(at)
         self.next_ms = at + self._fix_interval_ms()
 
@@ -347,6 +455,8 @@ class SimVehicle:
     def _arrive(self, at: int) -> None:
         self.speed_kmh = 0.0
         self.trips += 1
+        if self.open_trip is not None:
+            self.open_trip.drive_end_ms = at
         self._set_engine(at, Engine.IDLE)
         self._record_fix(at)
         self._record_fuel(at)
@@ -363,10 +473,38 @@ class SimVehicle:
             self.refuels += 1
             self._record_fuel(at)
         self._report(at, force=True)
+        self._close_trip(at)
         self.phase = Phase.PARKED
-        self.phase_end_ms = at + self._rng.randint(PARK_MIN[0] * 60, PARK_MIN[1] * 60) * 1000
+        self.phase_end_ms = self._departure(at + self._rng.randint(*self.park_s) * 1000)
         self.next_ping_ms = at + PARKED_PING_S * 1000
         self.next_ms = self.next_ping_ms if self.held else min(self.next_ping_ms, self.phase_end_ms)
+
+    def _departure(self, planned_ms: int) -> int:
+        """When to leave: as planned within work hours, else early in the next ones."""
+        hours = self.work_hours
+        if hours is None or in_work_hours(planned_ms, hours):
+            return planned_ms
+        span_s = ((hours[1] - hours[0]) % 24 or 24) * 3600
+        jitter_s = self._rng.randint(0, min(WORK_START_JITTER_S, span_s // 2))
+        return next_work_start(planned_ms, hours) + jitter_s * 1000
+
+    # --- trip history ---------------------------------------------------------
+    def _open_trip(self, at: int) -> None:
+        if not self.trip_history_ms:
+            return
+        self.trip_number += 1
+        self.open_trip = Trip(self.trip_number, at, int(self.odometer_m))
+
+    def _close_trip(self, at: int) -> None:
+        trip, self.open_trip = self.open_trip, None
+        if trip is None or trip.drive_start_ms is None:
+            return  # the engine ran but the vehicle never moved: no trip
+        trip.end_ms = at
+        log = self.trip_log
+        log.append(trip)
+        oldest = at - self.trip_history_ms
+        while log and (log[0].end_ms or 0) < oldest:
+            log.popleft()
 
     # --- trips and motion ---------------------------------------------------
     def _plan_trip(self) -> None:
@@ -465,6 +603,12 @@ class SimVehicle:
             round(self.latitude, 6), round(self.longitude, 6), heading, round(self.speed_kmh, 1)
         )
         self._record(Stat.GPS, at, fix)
+        if self.open_trip is not None:
+            self.open_trip.points.append(
+                TripPoint(
+                    at, fix.latitude, fix.longitude, fix.speed_kmh, heading, int(self.odometer_m)
+                )
+            )
 
     def _record_fuel(self, at: int) -> None:
         self._record_changed(Stat.FUEL_PERCENT, at, self.fuel_percent)

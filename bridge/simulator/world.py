@@ -6,13 +6,19 @@ that does not change, which is what tests rely on.
 
 Every batch of recorded readings gets a new revision number; a provider that has
 answered up to revision N can later ask for exactly what came after it.
+
+Each provider simulator gets a world of its own (its own seed, vehicle ids and
+names), all on one clock. Options: `work_hours` (trips only start within those UTC
+hours; parked otherwise), `park_minutes` (how long a stop lasts within them) and
+`history_days` (keep every trip of the last days, for trip and route endpoints).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +27,17 @@ from bridge.simulator import geo
 from bridge.simulator.clock import SimClock, from_ms
 from bridge.simulator.identity import MODELS, make_identity
 from bridge.simulator.rng import Rng
-from bridge.simulator.vehicle import Engine, Fix, Forced, SimVehicle, Stat
+from bridge.simulator.vehicle import (
+    DAY_MS,
+    PARK_MIN,
+    Engine,
+    Fix,
+    Forced,
+    SimVehicle,
+    Stat,
+    WorkHours,
+    check_work_hours,
+)
 
 MPH_PER_KMH = 1 / 1.609344
 _YARDS = 6
@@ -30,6 +46,10 @@ _YARD_KM = (5.0, 28.0)
 # engine seconds, only the GPS odometer, so clients must fall back to it.
 _NO_OBD_EVERY = 10
 _NO_OBD_AT = 3
+
+#: A vehicle's sequence number (1, 2, ...) -> (vehicle id, display name), so that
+#: each provider's fleet carries ids in that provider's style.
+Naming = Callable[[int], tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +102,34 @@ class VehicleTruth:
 class World:
     """A deterministic fleet around Chicago, driven by a `SimClock`."""
 
-    def __init__(self, vehicles: int = 20, seed: int = 1, clock: SimClock | None = None) -> None:
+    def __init__(
+        self,
+        vehicles: int = 20,
+        seed: int = 1,
+        clock: SimClock | None = None,
+        *,
+        work_hours: WorkHours | None = None,
+        park_minutes: tuple[int, int] = PARK_MIN,
+        history_days: float = 0,
+        naming: Naming | None = None,
+    ) -> None:
+        """`work_hours=(7, 17)`: vehicles start trips only from 07:00 to 16:59 UTC
+        (a trip under way at 17:00 is finished) and stay parked otherwise;
+        `park_minutes`: the range a stop within work hours lasts (10-120 min);
+        `history_days`: how long finished trips are kept (0: none, the cheapest);
+        `naming`: vehicle ids and names (default Samsara-style)."""
         if vehicles < 0:
             raise ValueError("vehicles must be >= 0")
+        if not 1 <= park_minutes[0] <= park_minutes[1]:
+            raise ValueError("park_minutes must be (low, high) with 1 <= low <= high")
+        if history_days < 0:
+            raise ValueError("history_days must be >= 0")
         self.clock = clock if clock is not None else SimClock()
         self.seed = seed
+        self.work_hours = None if work_hours is None else check_work_hours(work_hours)
+        self.park_minutes = park_minutes
+        self.history_days = history_days
+        self._naming = naming
         self._revision = 1
         self._updated_ms = self.clock.now_ms()
         self._by_id: dict[str, SimVehicle] = {}
@@ -214,20 +257,38 @@ class World:
         model = rng.choice(MODELS)
         yard = self._yards[seq % len(self._yards)]
         depot = geo.offset(*yard, rng.uniform(-150, 150), rng.uniform(-150, 150))
+        identity = make_identity(seq, model, rng)
+        if self._naming is not None:
+            vehicle_id, name = self._naming(seq)
+            identity = dataclasses.replace(identity, vehicle_id=vehicle_id, name=name)
         vehicle = SimVehicle(
             seq=seq,
-            identity=make_identity(seq, model, rng),
+            identity=identity,
             model=model,
             depot=depot,
             has_obd=seq % _NO_OBD_EVERY != _NO_OBD_AT,
             rng=rng,
             now_ms=now_ms,
             revision=revision,
+            work_hours=self.work_hours,
+            park_minutes=self.park_minutes,
+            trip_history_ms=round(self.history_days * DAY_MS),
         )
         self._by_id[vehicle.vehicle_id] = vehicle
         self._order.append(vehicle)
         self._seqs.append(seq)
         return vehicle
+
+
+def imei(seed: int, seq: int, salt: int = 0) -> str:
+    """A 15-digit IMEI for vehicle `seq`'s tracker, with a valid Luhn check digit."""
+    rng = Rng(seed, seq, 0x1E1, salt)
+    body = "35" + "".join(str(rng.randint(0, 9)) for _ in range(12))
+    total = 0
+    for index, char in enumerate(reversed(body)):
+        digit = int(char) * (2 if index % 2 == 0 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return body + str(-total % 10)
 
 
 def _make_yards(rng: Rng) -> list[tuple[float, float]]:

@@ -259,7 +259,8 @@ def test_unknown_options_are_named() -> None:
 def test_unknown_provider() -> None:
     text = "accounts:\n  - provider: foo\n    id: demo\n    token: abc\n"
     assert problems_of(text) == [
-        "accounts[0].provider (line 2): unknown provider 'foo' (expected one of: samsara, fleetize, telemax)"
+        "accounts[0].provider (line 2): unknown provider 'foo' "
+        "(expected one of: samsara, fleetize, telemax)"
     ]
 
 

@@ -644,7 +644,7 @@ async def test_control_api_drives_the_simulator_over_http(
         await call(session, control + "/samsara/fail", method="POST", status="200"),
     ):
         assert bad.status == 400
-    assert (await call(session, control + "/telemax/fail", method="POST")).status == 404
+    assert (await call(session, control + "/nope/fail", method="POST")).status == 404
 
 
 async def test_server_reports_its_urls_and_releases_the_port() -> None:
