@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 
 from bridge.config import BridgeConfig
-from bridge.mqtt.discovery import account_device_identifier, device_identifier
+from bridge.mqtt.discovery import device_identifier
 from bridge.simulator.server import SimulatorServer
 from tests.bridge.test_bridge_mqtt import running
 from tests.support.mqtt import Mosquitto, Recorder
@@ -189,8 +189,10 @@ async def test_telemax_fleet_with_risk_scores_and_a_token_reused_after_restart(
     async with running(cfg) as bridge:
         await bridge.pollers["au"].wait_polls(1)
         await recorder.wait_for(
-            lambda: all(f"fleet/au/{v}" in recorder.retained for v in ids)
-            and "budgets" in json_of(recorder, "fleet/au/quota")
+            lambda: (
+                all(f"fleet/au/{v}" in recorder.retained for v in ids)
+                and "budgets" in json_of(recorder, "fleet/au/quota")
+            )
         )
         state = json_of(recorder, f"fleet/au/{ids[0]}")
         assert state["fuel_percent"] is None or 0 <= state["fuel_percent"] <= 100
