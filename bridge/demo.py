@@ -26,7 +26,10 @@ from bridge.simulator.server import SimulatorServer
 _LOGGER = logging.getLogger(__name__)
 
 DEMO_ACCOUNT = "demo-samsara"
-DEMO_TOKEN = "demo-samsara-token"  # the simulator's own token, not a secret
+# The simulator's own credentials, not secrets.
+DEMO_TOKEN = "demo-samsara-token"
+DEMO_FLEETIZE_TOKEN = "demo-fleetize-token"
+DEMO_TELEMAX_KEY = "demo-telemax-key"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -64,7 +67,10 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[None]:
         await broker.shutdown()
 
 
-def demo_config(broker_port: int, samsara_url: str, store: Path) -> BridgeConfig:
+def demo_config(broker_port: int, simulator: SimulatorServer, store: Path) -> BridgeConfig:
+    # The simulated clock runs fast: a day passes in hours, so nobody goes
+    # "offline" for lack of reports in the demo.
+    common = {"offline_after": 86400}
     return BridgeConfig.model_validate(
         {
             "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "fleet-bridge-demo"},
@@ -74,11 +80,25 @@ def demo_config(broker_port: int, samsara_url: str, store: Path) -> BridgeConfig
                     "id": DEMO_ACCOUNT,
                     "provider": "samsara",
                     "token": DEMO_TOKEN,
-                    "base_url": samsara_url,
+                    "base_url": simulator.samsara_url,
                     "poll_interval": 5,
-                    # The simulated clock runs fast: a day passes in hours.
-                    "offline_after": 86400,
-                }
+                    **common,
+                },
+                {
+                    "id": "demo-fleetize",
+                    "provider": "fleetize",
+                    "token": DEMO_FLEETIZE_TOKEN,
+                    "base_url": simulator.fleetize_url,
+                    **common,
+                },
+                {
+                    "id": "demo-telemax",
+                    "provider": "telemax",
+                    "api_key": DEMO_TELEMAX_KEY,
+                    "base_url": simulator.telemax_url,
+                    "poll_interval": 15,
+                    **common,
+                },
             ],
         }
     )
@@ -89,6 +109,10 @@ def _summary(topic: str, payload: bytes) -> str:
         data: dict[str, Any] = json.loads(payload)
     except ValueError:
         return f"{topic}  {payload[:80]!r}"
+    if isinstance(data, dict) and "budgets" in data:
+        left = data.get("calls_left_today")
+        budget = "" if left is None else f"{left} API calls left today, "
+        return f"{topic}  {budget}next poll {data.get('next_poll')} ({data.get('reason')})"
     if not isinstance(data, dict) or "name" not in data:
         return f"{topic}  {payload[:80].decode(errors='replace')}"
     parts = [str(data["name"])]
@@ -108,8 +132,8 @@ async def _watch(host: str, port: int, base_topic: str) -> None:
     while True:
         try:
             async with aiomqtt.Client(host, port, identifier="fleet-bridge-demo-watch") as client:
+                # One subscription: overlapping ones would deliver messages twice.
                 await client.subscribe(f"{base_topic}/+/+", qos=0)
-                await client.subscribe(f"{base_topic}/bridge/#", qos=0)
                 async for message in client.messages:
                     payload = message.payload
                     if isinstance(payload, bytes) and payload:
@@ -135,14 +159,15 @@ async def run_demo(
             SimulatorServer(vehicles=vehicles, speed=speed, host=host) as simulator,
             embedded_broker(host, port),
         ):
-            config = demo_config(port, simulator.samsara_url, Path(tmp) / "demo.sqlite")
+            config = demo_config(port, simulator, Path(tmp) / "demo.sqlite")
             taken = "" if port == broker_port else f" ({broker_port} was taken, so a free port)"
             print(
                 "\n".join(
                     [
                         "fleet-bridge demo",
-                        f"  simulator    {simulator.base_url}  ({vehicles} Samsara vehicles, "
-                        f"clock x{speed:g})",
+                        f"  simulator    {simulator.base_url}  (Samsara {vehicles}, FLEETIZE "
+                        f"{len(simulator.fleetize_world)}, Telemax {len(simulator.telemax_world)} "
+                        f"vehicles; clock x{speed:g})",
                         f"  MQTT broker  {host}:{port}  (embedded){taken}",
                         f"  watch it     mosquitto_sub -h {host} -p {port} -t 'fleet/#' -v",
                         f"  Home Assistant: add the MQTT integration with broker {host}, port "
