@@ -11,9 +11,13 @@ from pydantic import BaseModel, ValidationError
 from bridge.config import (
     PROVIDERS,
     BridgeConfig,
+    CadenceConfig,
+    FleetizeAccount,
     MqttConfig,
+    QuotaConfig,
     SamsaraAccount,
     StoreConfig,
+    TelemaxAccount,
     TlsConfig,
     load_config,
     parse_config,
@@ -60,20 +64,26 @@ def write(path: Path, text: str) -> Path:
 def test_example_config_loads_and_targets_the_simulator(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("SAMSARA_TOKEN", raising=False)
+    for variable in ("SAMSARA_TOKEN", "FLEETIZE_TOKEN", "TELEMAX_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
     config = load_config(EXAMPLE)
 
     assert config.mqtt.host == "localhost"
     assert config.mqtt.port == 1883
     assert config.mqtt.tls is None
     assert config.store.path == EXAMPLE.parent / "fleet-bridge.sqlite"
-    (account,) = config.accounts
-    assert account.id == "demo-samsara"
-    assert account.provider == "samsara"
-    settings = account.provider_settings()
+    samsara, fleetize, telemax = config.accounts
+    assert isinstance(samsara, SamsaraAccount)
+    assert samsara.id == "demo-samsara"
+    settings = samsara.provider_settings()
     assert settings.base_url == "http://127.0.0.1:8765/samsara"
     assert settings.token == "demo-samsara-token"
-    assert config.secrets() == ["demo-samsara-token"]
+    # `fleet-bridge simulate --port 8765` serves every provider.
+    assert isinstance(fleetize, FleetizeAccount)
+    assert fleetize.provider_settings().base_url == "http://127.0.0.1:8765/fleetize/v2"
+    assert isinstance(telemax, TelemaxAccount)
+    assert telemax.provider_settings().base_url == "http://127.0.0.1:8765/telemax"
+    assert config.secrets() == ["demo-samsara-token", "demo-fleetize-token", "demo-telemax-key"]
 
 
 def test_example_config_takes_the_token_from_the_environment(
@@ -84,7 +94,18 @@ def test_example_config_takes_the_token_from_the_environment(
 
 
 @pytest.mark.parametrize(
-    "model", [BridgeConfig, MqttConfig, TlsConfig, StoreConfig, SamsaraAccount]
+    "model",
+    [
+        BridgeConfig,
+        MqttConfig,
+        TlsConfig,
+        StoreConfig,
+        SamsaraAccount,
+        FleetizeAccount,
+        TelemaxAccount,
+        QuotaConfig,
+        CadenceConfig,
+    ],
 )
 def test_example_config_documents_every_option(model: type[BaseModel]) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
