@@ -64,8 +64,8 @@ async def test_killed_twice_in_a_minute_never_breaks_the_fleetize_spacing(
             # The restarted bridge knows the call it made before it died, and
             # says it is waiting for the spacing instead of calling.
             await recorder.wait_for(
-                lambda: any(
-                    "spacing" in (q.get("reason") or "") for q in quota_messages(recorder, mark)
+                lambda since=mark: any(
+                    "spacing" in (q.get("reason") or "") for q in quota_messages(recorder, since)
                 ),
                 timeout=30,
             )
