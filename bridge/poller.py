@@ -280,6 +280,7 @@ class AccountPoller:
     def quota_report(self) -> dict[str, object]:
         """The payload of `fleet/<account>/quota`."""
         return {
+            "available": self.health.status is not AccountStatus.STOPPED,
             "budgets": self.quota.usage(),
             "calls_left_today": self.quota.calls_left_today(Priority.POLL),
             "next_poll": format_time(self.health.next_poll),

@@ -396,7 +396,15 @@ def account_discovery(
     common = {
         "device": device,
         "origin": ORIGIN,
-        "availability": [{"topic": topics.bridge_state}],
+        "availability": [
+            {"topic": topics.bridge_state},
+            # The account is unavailable while stopped (credentials refused).
+            {
+                "topic": topics.account_quota(account),
+                "value_template": "{{ 'offline' if value_json.available == false else 'online' }}",
+            },
+        ],
+        "availability_mode": "all",
         "state_topic": topics.account_quota(account),
         "entity_category": "diagnostic",
     }

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 #: The account id that names the bridge's own topic level; no account may use it.
 RESERVED_ACCOUNT_ID = "bridge"
 
+# Topic levels under an account that are the account's own, not a vehicle's.
+ACCOUNT_LEVELS = frozenset({"quota"})
+
 ONLINE = "online"
 OFFLINE = "offline"
 
@@ -54,7 +57,10 @@ class Topics:
         return f"{self.base}/{account}/quota"
 
     def vehicle_state(self, account: str, vehicle: str) -> str:
-        return f"{self.base}/{account}/{topic_level(vehicle)}"
+        level = topic_level(vehicle)
+        if level in ACCOUNT_LEVELS:
+            level += "_"  # a vehicle called "quota" must not shadow the account's topic
+        return f"{self.base}/{account}/{level}"
 
     def vehicle_availability(self, account: str, vehicle: str) -> str:
         return f"{self.vehicle_state(account, vehicle)}/availability"

@@ -28,7 +28,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.template import Template
 
 from bridge.model import Capability, EngineState, Position, Problem, VehicleStatus
-from bridge.mqtt.discovery import device_identifier, vehicle_discovery_topics
+from bridge.mqtt.discovery import account_discovery, device_identifier, vehicle_discovery_topics
 from bridge.mqtt.topics import OFFLINE, ONLINE
 
 VEHICLE = make_vehicle()
@@ -382,3 +382,29 @@ async def test_empty_config_removes_the_entity_and_finally_the_device(
 
     assert [s.entity_id for s in hass.states.async_all() if "truck_7" in s.entity_id] == []
     assert device_registry.async_get_device(identifiers={("mqtt", NODE)}) is None
+
+
+async def test_account_quota_sensors_follow_the_quota_topic(mqtt_ready: HomeAssistant) -> None:
+    hass = mqtt_ready
+    await publish_discovery(
+        hass, account_discovery(TOPICS, "acme", "fleetize", "Acme", has_daily_budget=True)
+    )
+    await publish(hass, TOPICS.bridge_state, ONLINE)
+    report = {
+        "available": True,
+        "budgets": {},
+        "calls_left_today": 42,
+        "next_poll": "2024-03-14T08:45:00Z",
+        "reason": "vehicles moving",
+    }
+    await publish(hass, TOPICS.account_quota("acme"), json.dumps(report))
+    calls = hass.states.get("sensor.acme_api_calls_left_today")
+    next_poll = hass.states.get("sensor.acme_next_poll")
+    assert calls is not None
+    assert next_poll is not None
+    assert calls.state == "42"
+    assert next_poll.state == "2024-03-14T08:45:00+00:00"
+    assert next_poll.attributes["device_class"] == "timestamp"
+    # A stopped account (credentials refused) shows its sensors unavailable.
+    await publish(hass, TOPICS.account_quota("acme"), json.dumps({**report, "available": False}))
+    assert hass.states.get("sensor.acme_api_calls_left_today").state == STATE_UNAVAILABLE
