@@ -40,6 +40,28 @@ class Capability(enum.StrEnum):
     STATUS = "status"
     PROBLEM = "problem"
     RISK_SCORE = "risk_score"
+    LIGHTS = "lights"  # switchable lights (Metrotec light control events)
+    TASKS = "tasks"  # delivery tasks: create, update, active ones as a sensor
+    SNAPSHOT = "snapshot"  # dashcam stills on request
+
+
+class CommandStatus(enum.StrEnum):
+    PENDING = "pending"  # accepted by the provider, not yet carried out
+    CONFIRMED = "confirmed"  # the provider says it is done
+    FAILED = "failed"
+
+
+class Camera(enum.StrEnum):
+    ROAD = "road"
+    DRIVER = "driver"
+
+
+class TaskStatus(enum.StrEnum):
+    CREATED = "created"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
 
 
 class VehicleStatus(enum.StrEnum):
@@ -149,6 +171,11 @@ class VehicleState:
     risk_score: float | None = None
     # What the provider itself says about reachability, when it says anything.
     reported_online: bool | None = None
+    # Lights as last confirmed by the provider (Metrotec: the last handled event).
+    lights_on: bool | None = None
+    # Tasks not yet completed, rejected or cancelled, and the one under way.
+    active_tasks: int | None = None
+    current_task: str | None = None
 
     @property
     def moving(self) -> bool | None:
@@ -192,6 +219,9 @@ class VehicleState:
             "problem_since": format_time(self.problem_since),
             "risk_score": self.risk_score,
             "reported_online": self.reported_online,
+            "lights_on": self.lights_on,
+            "active_tasks": self.active_tasks,
+            "current_task": self.current_task,
         }
 
     @classmethod
@@ -235,6 +265,9 @@ class VehicleState:
             problem_since=parse_time(data.get("problem_since")),
             risk_score=_opt_float(data.get("risk_score")),
             reported_online=data.get("reported_online"),
+            lights_on=data.get("lights_on"),
+            active_tasks=data.get("active_tasks"),
+            current_task=data.get("current_task"),
         )
 
     def merged(self, **changes: Any) -> VehicleState:
@@ -280,3 +313,44 @@ class Update:
     vehicles: list[VehicleState] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A delivery task to create at the provider (Metrotec: order_ref is unique)."""
+
+    vehicle_id: str
+    order_ref: str
+    latitude: float
+    longitude: float
+    start_time: datetime
+    stop_time: datetime
+    description: str | None = None
+    address: str | None = None
+    contact_name: str | None = None
+    contact_phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """Changes to an existing task, found by its order_ref."""
+
+    order_ref: str
+    status: TaskStatus | None = None
+    start_time: datetime | None = None
+    stop_time: datetime | None = None
+    description: str | None = None
+    vehicle_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a provider said about a command.
+
+    `handle` is the provider's id for following it up (an event id, a task id,
+    a media retrieval id); `data` is what the user gets back (e.g. `url`)."""
+
+    status: CommandStatus
+    handle: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None

@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import ClassVar, Protocol, runtime_checkable
 
-from bridge.model import Capability, PollPlan, Update, VehicleState
+from bridge.model import (
+    Camera,
+    Capability,
+    CommandResult,
+    PollPlan,
+    Priority,
+    Task,
+    TaskChange,
+    Update,
+    VehicleState,
+)
 from bridge.quota import Budget
 
 
@@ -39,3 +49,40 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release what the client owns (never the injected session)."""
+
+
+# --- Commands: optional abilities a provider may have (checked with isinstance) ----
+
+
+@runtime_checkable
+class LightsControl(Protocol):
+    async def set_lights(self, vehicle_id: str, on: bool, priority: Priority) -> CommandResult:
+        """Ask for the lights; PENDING with a handle until the device has done it."""
+
+    async def lights_status(
+        self, vehicle_id: str, handle: str, priority: Priority
+    ) -> CommandResult:
+        """Follow a light command up: CONFIRMED once the device carried it out."""
+
+
+@runtime_checkable
+class TaskControl(Protocol):
+    async def create_task(self, task: Task, priority: Priority) -> CommandResult:
+        """Create a task; CONFIRMED with data["task_id"] once the provider stored it.
+
+        A task whose order_ref exists already must not be created twice: return
+        the existing one (CONFIRMED, data["existing"] = True) or FAILED saying so."""
+
+    async def update_task(self, change: TaskChange, priority: Priority) -> CommandResult:
+        """Change a task found by order_ref."""
+
+
+@runtime_checkable
+class SnapshotControl(Protocol):
+    async def request_snapshot(
+        self, vehicle_id: str, camera: Camera, priority: Priority
+    ) -> CommandResult:
+        """Ask a dashcam for a still; PENDING with a handle to follow up."""
+
+    async def snapshot_status(self, handle: str, priority: Priority) -> CommandResult:
+        """CONFIRMED with data["url"] when the image is ready, FAILED if it never will be."""
