@@ -11,11 +11,13 @@ from typing import Any
 import aiohttp
 
 from bridge import __version__
+from bridge.commander import Commander
 from bridge.config import Account, BridgeConfig
 from bridge.errors import ProviderError, QuotaExhaustedError
 from bridge.model import format_time, utc_now
 from bridge.mqtt import requests
 from bridge.mqtt.client import MqttLink, MqttUnavailableError
+from bridge.mqtt.commands import COMMANDS
 from bridge.mqtt.publisher import Publisher
 from bridge.mqtt.requests import (
     Request,
@@ -71,7 +73,11 @@ class Bridge:
         self.link = MqttLink(
             config.mqtt,
             state_topic=self.topics.bridge_state,
-            subscriptions=[self.topics.ha_status, self.topics.bridge_request("+")],
+            subscriptions=[
+                self.topics.ha_status,
+                self.topics.bridge_request("#"),
+                self.topics.set_wildcard,
+            ],
             on_connect=self._on_connect,
             on_message=self._on_message,
         )
@@ -128,7 +134,18 @@ class Bridge:
                         restored,
                     )
                     self.pollers[account.id] = poller
+                self.commander = Commander(
+                    self.config.commands,
+                    self.pollers,
+                    store,
+                    self.topics,
+                    self._send_response,
+                    redact=lambda text: self._redact(text) or "",
+                    now=self._now,
+                )
+                self._spawn(self._resume_commands())
                 await self._serve(stop)
+                await self.commander.close()
                 for poller in self.pollers.values():
                     await poller.provider.close()
         finally:
@@ -174,11 +191,29 @@ class Bridge:
                 _LOGGER.info("Home Assistant is online: republishing discovery")
                 await self.publisher.republish_discovery()
             return
+        # Answered in the background: a refresh waits for a whole poll, a command
+        # for its provider, and the message loop must keep serving meanwhile.
         prefix = self.topics.bridge_request("")
         if topic.startswith(prefix):
-            # Answered in the background: a refresh waits for a whole poll, and the
-            # message loop must keep serving meanwhile.
-            self._spawn(self._answer(topic[len(prefix) :], payload))
+            name = topic[len(prefix) :]
+            if name in COMMANDS:
+                self._spawn(self.commander.request(name, payload))
+            else:
+                self._spawn(self._answer(name, payload))
+            return
+        levels = topic.split("/")
+        if topic.endswith("/set") and len(levels) == len(self.topics.base.split("/")) + 3:
+            self._spawn(self.commander.set(levels[-3], levels[-2], payload))
+
+    async def _resume_commands(self) -> None:
+        # Answers go out on MQTT: wait for the broker before finishing anything.
+        await self.link.connected.wait()
+        await self.commander.resume()
+
+    async def _send_response(self, command: str, response: dict[str, Any]) -> None:
+        await self.publisher.publish_json(
+            self.topics.bridge_response(command), response, retain=False
+        )
 
     async def _answer(self, command: str, payload: bytes) -> None:
         try:

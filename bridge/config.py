@@ -385,6 +385,43 @@ def _tags(annotation: object) -> list[str]:
 PROVIDERS: tuple[str, ...] = tuple(_tags(Account))
 
 
+WRITE_COMMANDS = ("lights", "snapshot", "task/create", "task/update")
+
+
+class CommandRule(_Model):
+    """Who may drive what over MQTT: every listed account x vehicle x command."""
+
+    accounts: list[str] = Field(default_factory=lambda: ["*"])
+    # Vehicle ids, names, or `group:<name>` from `commands.groups`; "*" = all.
+    vehicles: list[str] = Field(default_factory=lambda: ["*"])
+    commands: list[Literal["lights", "snapshot", "task/create", "task/update", "*"]]
+
+
+class CommandsConfig(_Model):
+    """The write side. Deny by default: nothing is allowed until a rule says so."""
+
+    allow: list[CommandRule] = Field(default_factory=list)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    # How long a pending command is followed up before it is answered as failed.
+    lights_timeout: Annotated[float, Field(ge=10)] = 300.0
+    snapshot_timeout: Annotated[float, Field(ge=10)] = 180.0
+
+    def allows(self, account: str, vehicle: str | None, names: set[str], command: str) -> bool:
+        """`names`: the vehicle's id and name (and nothing for account-wide commands)."""
+        for rule in self.allow:
+            if "*" not in rule.commands and command not in rule.commands:
+                continue
+            if "*" not in rule.accounts and account not in rule.accounts:
+                continue
+            if "*" in rule.vehicles or vehicle is None:
+                return True
+            for entry in rule.vehicles:
+                members = self.groups.get(entry[6:], []) if entry.startswith("group:") else [entry]
+                if names & set(members):
+                    return True
+        return False
+
+
 class BridgeConfig(_Model):
     """The whole daemon configuration."""
 
@@ -392,6 +429,7 @@ class BridgeConfig(_Model):
     store: StoreConfig = StoreConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     accounts: list[Account]
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
     @model_validator(mode="before")
     @classmethod

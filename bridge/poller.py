@@ -102,6 +102,15 @@ class AccountPoller:
         self.health.vehicles = len(states)
         return len(states)
 
+    async def apply(self, vehicle_id: str, **changes: object) -> None:
+        """Show a change a command confirmed, before the next poll sees it."""
+        state = self.publisher.states(self.account).get(vehicle_id)
+        if state is None:
+            return
+        changed = state.merged(**changes)
+        await self.publisher.vehicles_changed(self.account, [changed])
+        self.store.save_poll(self.account, self.provider.checkpoint(), [changed])
+
     def request_poll(self, *, refresh_vehicles: bool = False) -> None:
         """Poll now instead of at the end of the current wait (optionally re-reading
         the vehicle list too)."""

@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import NamedTuple, Self
 
 from bridge.model import VehicleState, utc_now
 from bridge.quota import Call, Hold
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -45,6 +45,23 @@ CREATE TABLE IF NOT EXISTS quota_hold (
     until REAL NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS command_journal (
+    key TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    account TEXT NOT NULL,
+    vehicle TEXT,
+    order_ref TEXT,
+    transaction_id TEXT,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    handle TEXT,
+    response TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS command_journal_order
+    ON command_journal (account, order_ref) WHERE order_ref IS NOT NULL;
+CREATE INDEX IF NOT EXISTS command_journal_status ON command_journal (status);
 CREATE TABLE IF NOT EXISTS vehicle_state (
     account TEXT NOT NULL,
     vehicle_id TEXT NOT NULL,
@@ -53,6 +70,27 @@ CREATE TABLE IF NOT EXISTS vehicle_state (
     PRIMARY KEY (account, vehicle_id)
 );
 """
+
+
+_JOURNAL_COLUMNS = (
+    "key, command, account, vehicle, order_ref, transaction_id, body, status, handle, "
+    "response, created_at, updated_at"
+)
+
+
+class JournalEntry(NamedTuple):
+    key: str
+    command: str
+    account: str
+    vehicle: str | None
+    order_ref: str | None
+    transaction_id: str | None
+    body: str
+    status: str  # accepted -> pending -> confirmed | failed
+    handle: str | None
+    response: str | None
+    created_at: float
+    updated_at: float
 
 
 class StoreError(Exception):
@@ -208,6 +246,46 @@ class Store:
                     "INSERT OR REPLACE INTO quota_hold(account, until, reason) VALUES(?,?,?)",
                     (account, hold.until.timestamp(), hold.reason),
                 )
+
+    # --- command journal (exactly-once effects) ------------------------------
+    def journal_get(self, key: str) -> JournalEntry | None:
+        row = self._db.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM command_journal WHERE key=?", (key,)
+        ).fetchone()
+        return None if row is None else JournalEntry(*row)
+
+    def journal_by_order(self, account: str, order_ref: str) -> JournalEntry | None:
+        row = self._db.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM command_journal WHERE account=? AND order_ref=?",
+            (account, order_ref),
+        ).fetchone()
+        return None if row is None else JournalEntry(*row)
+
+    def journal_open(self) -> list[JournalEntry]:
+        """Commands accepted or pending: to finish or follow up after a restart."""
+        rows = self._db.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM command_journal "
+            "WHERE status IN ('accepted', 'pending') ORDER BY created_at"
+        ).fetchall()
+        return [JournalEntry(*row) for row in rows]
+
+    def journal_accept(self, entry: JournalEntry) -> None:
+        """Record a command before it reaches the provider (IntegrityError if known)."""
+        with self._transaction():
+            self._db.execute(
+                f"INSERT INTO command_journal({_JOURNAL_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                tuple(entry),
+            )
+
+    def journal_update(
+        self, key: str, status: str, *, handle: str | None = None, response: str | None = None
+    ) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE command_journal SET status=?, handle=COALESCE(?, handle), "
+                "response=COALESCE(?, response), updated_at=? WHERE key=?",
+                (status, handle, response, utc_now().timestamp(), key),
+            )
 
     def forget_account(self, account: str) -> None:
         """Drop everything of an account that is no longer configured."""

@@ -73,6 +73,8 @@ class EntityDescription:
     config: dict[str, Any] = field(default_factory=dict)
     # False for entities that must stay available while the vehicle is offline.
     vehicle_availability: bool = True
+    # Which of the vehicle's topics go into which discovery option.
+    topics: tuple[tuple[str, str], ...] = (("state_topic", "state"),)
 
 
 ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
@@ -81,6 +83,7 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
         component="device_tracker",
         requires=frozenset({Capability.POSITION}),
         name=None,  # the device's main entity: device_tracker.<vehicle>
+        topics=(("json_attributes_topic", "state"),),
         config={
             "source_type": "gps",
             "json_attributes_template": _TRACKER_ATTRIBUTES,
@@ -271,6 +274,77 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
         },
     ),
     EntityDescription(
+        key="lights",
+        component="switch",
+        requires=frozenset({Capability.LIGHTS}),
+        name="Lights",
+        topics=(
+            ("state_topic", "state"),
+            ("command_topic", "set"),
+            # The last command: shows "pending" until the device carried it out.
+            ("json_attributes_topic", "lights"),
+        ),
+        config={
+            "icon": "mdi:car-light-high",
+            "payload_on": '{"lights": "ON"}',
+            "payload_off": '{"lights": "OFF"}',
+            "state_on": "ON",
+            "state_off": "OFF",
+            "optimistic": False,
+            "value_template": (
+                "{% if value_json.lights_on is none %}None"
+                "{% elif value_json.lights_on %}ON{% else %}OFF{% endif %}"
+            ),
+            "json_attributes_template": (
+                "{{ {'command': value_json.status, 'requested': value_json.requested, "
+                "'error': value_json.error} | tojson }}"
+            ),
+        },
+    ),
+    EntityDescription(
+        key="snapshot_request",
+        component="button",
+        requires=frozenset({Capability.SNAPSHOT}),
+        name="Take dashcam snapshot",
+        topics=(("command_topic", "set"),),
+        config={"icon": "mdi:camera", "payload_press": '{"snapshot": {"camera": "road"}}'},
+    ),
+    EntityDescription(
+        key="snapshot",
+        component="image",
+        requires=frozenset({Capability.SNAPSHOT}),
+        name="Dashcam snapshot",
+        topics=(("url_topic", "snapshot"), ("json_attributes_topic", "snapshot")),
+        config={
+            "url_template": "{{ value_json.url }}",
+            "json_attributes_template": (
+                "{{ {'status': value_json.status, 'camera': value_json.camera, "
+                "'taken_at': value_json.at, 'error': value_json.error} | tojson }}"
+            ),
+        },
+    ),
+    EntityDescription(
+        key="active_tasks",
+        component="sensor",
+        requires=frozenset({Capability.TASKS}),
+        name="Active tasks",
+        config={
+            "state_class": "measurement",
+            "icon": "mdi:clipboard-list-outline",
+            "value_template": _nullable("active_tasks"),
+        },
+    ),
+    EntityDescription(
+        key="current_task",
+        component="sensor",
+        requires=frozenset({Capability.TASKS}),
+        name="Current task",
+        config={
+            "icon": "mdi:clipboard-text-clock",
+            "value_template": _enum_nullable("current_task"),
+        },
+    ),
+    EntityDescription(
         key="last_seen",
         component="sensor",
         name="Last seen",
@@ -360,10 +434,14 @@ def vehicle_discovery(
             ),
             "availability_mode": "all",
         }
-        if description.component == "device_tracker":
-            payload["json_attributes_topic"] = state_topic
-        else:
-            payload["state_topic"] = state_topic
+        vehicle_topics = {
+            "state": state_topic,
+            "set": topics.vehicle_set(account, vehicle.vehicle_id),
+            "lights": topics.vehicle_lights(account, vehicle.vehicle_id),
+            "snapshot": topics.vehicle_snapshot(account, vehicle.vehicle_id),
+        }
+        for option, kind in description.topics:
+            payload[option] = vehicle_topics[kind]
         payload.update(description.config)
         yield DiscoveryMessage(
             topics.discovery(description.component, node, description.key), payload

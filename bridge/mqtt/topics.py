@@ -71,6 +71,18 @@ class Topics:
     def vehicle_set(self, account: str, vehicle: str) -> str:
         return f"{self.vehicle_state(account, vehicle)}/set"
 
+    def vehicle_lights(self, account: str, vehicle: str) -> str:
+        """The last light command: pending until the device confirmed it."""
+        return f"{self.vehicle_state(account, vehicle)}/lights"
+
+    def vehicle_snapshot(self, account: str, vehicle: str) -> str:
+        """The last dashcam still: its status and, when ready, its URL."""
+        return f"{self.vehicle_state(account, vehicle)}/snapshot"
+
+    @property
+    def set_wildcard(self) -> str:
+        return f"{self.base}/+/+/set"
+
     # --- Home Assistant discovery
     def discovery(self, component: str, node_id: str, object_id: str) -> str:
         return f"{self.discovery_prefix}/{component}/{node_id}/{object_id}/config"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -69,6 +70,32 @@ def next_work_start(at_ms: int, hours: WorkHours) -> int:
     """The first start of work hours after `at_ms`."""
     start = at_ms - at_ms % DAY_MS + hours[0] * HOUR_MS
     return start if start > at_ms else start + DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class City:
+    """Where a fleet drives: its centre, what counts as land, and how a point reads
+    as an address. Vehicles keep within `radius_km` of the centre."""
+
+    name: str
+    centre: tuple[float, float]
+    on_land: Callable[[float, float], bool]
+    address: Callable[[float, float], str]
+    radius_km: float = FLEET_RADIUS_KM
+
+    def route(
+        self, start: tuple[float, float], end: tuple[float, float]
+    ) -> list[tuple[float, float]]:
+        """Waypoints after `start`: one corner then `end`, like driving a street grid.
+        Of the two corners, take one on land; if neither is, drive straight."""
+        for corner in ((start[0], end[1]), (end[0], start[1])):
+            if self.on_land(*corner):
+                return [corner, end]
+        return [end]
+
+
+#: The default city (the Samsara, FLEETIZE and Telemax fleets).
+CHICAGO = City("Chicago", geo.CITY_CENTRE, geo.on_land, geo.fake_address)
 
 
 class Stat(enum.StrEnum):
@@ -178,6 +205,7 @@ class SimVehicle:
         "_revision",
         "_rng",
         "battery_mv",
+        "city",
         "consumption",
         "cruise_kmh",
         "depot",
@@ -229,10 +257,13 @@ class SimVehicle:
         work_hours: WorkHours | None = None,
         park_minutes: tuple[int, int] = PARK_MIN,
         trip_history_ms: int = 0,
+        city: City = CHICAGO,
     ) -> None:
         """`work_hours`: trips only start within them; `trip_history_ms`: keep the
-        trips that ended within this long (0: keep none, the cheap default)."""
+        trips that ended within this long (0: keep none, the cheap default);
+        `city`: where it drives (Chicago by default)."""
         self.seq = seq
+        self.city = city
         self.identity = identity
         self.depot = depot
         self.has_obd = has_obd
@@ -344,7 +375,7 @@ class SimVehicle:
             self.latitude = self.latitude if forced.latitude is None else forced.latitude
             self.longitude = self.longitude if forced.longitude is None else forced.longitude
             if self.waypoints:
-                self.waypoints = geo.grid_route((self.latitude, self.longitude), self.waypoints[-1])
+                self.waypoints = self.city.route((self.latitude, self.longitude), self.waypoints[-1])
             self.step_ms = max(self.step_ms, at_ms)
             self._record_fix(at_ms)
         if forced.fuel_percent is not None:
@@ -516,16 +547,18 @@ class SimVehicle:
             destination = self._random_destination(here) or (
                 self.depot if away_from_depot else geo.offset(*here, 3000, -3000)
             )
-        self.waypoints = geo.grid_route(here, destination)
+        self.waypoints = self.city.route(here, destination)
         self._aim()
 
     def _random_destination(self, here: tuple[float, float]) -> tuple[float, float] | None:
-        centre = geo.CITY_CENTRE
+        city = self.city
         for _ in range(30):
             distance = self._rng.uniform(*TRIP_KM) * 1000
             angle = self._rng.uniform(0, 2 * math.pi)
             lat, lon = geo.offset(*here, distance * math.cos(angle), distance * math.sin(angle))
-            if geo.on_land(lat, lon) and geo.distance_m(lat, lon, *centre) < FLEET_RADIUS_KM * 1000:
+            if city.on_land(lat, lon) and geo.distance_m(lat, lon, *city.centre) < (
+                city.radius_km * 1000
+            ):
                 return lat, lon
         return None
 

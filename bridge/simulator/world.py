@@ -9,8 +9,12 @@ answered up to revision N can later ask for exactly what came after it.
 
 Each provider simulator gets a world of its own (its own seed, vehicle ids and
 names), all on one clock. Options: `work_hours` (trips only start within those UTC
-hours; parked otherwise), `park_minutes` (how long a stop lasts within them) and
-`history_days` (keep every trip of the last days, for trip and route endpoints).
+hours; parked otherwise), `park_minutes` (how long a stop lasts within them),
+`history_days` (keep every trip of the last days, for trip and route endpoints)
+and `city` (where the fleet drives: Chicago unless told otherwise).
+
+`imei()` and `dashcam_jpeg()` are the hardware the vehicles carry, for the
+providers that serve them.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from bridge.simulator.clock import SimClock, from_ms
 from bridge.simulator.identity import MODELS, make_identity
 from bridge.simulator.rng import Rng
 from bridge.simulator.vehicle import (
+    CHICAGO,
     DAY_MS,
     PARK_MIN,
+    City,
     Engine,
     Fix,
     Forced,
@@ -100,7 +106,7 @@ class VehicleTruth:
 
 
 class World:
-    """A deterministic fleet around Chicago, driven by a `SimClock`."""
+    """A deterministic fleet around a city (Chicago by default), driven by a `SimClock`."""
 
     def __init__(
         self,
@@ -112,12 +118,14 @@ class World:
         park_minutes: tuple[int, int] = PARK_MIN,
         history_days: float = 0,
         naming: Naming | None = None,
+        city: City | None = None,
     ) -> None:
         """`work_hours=(7, 17)`: vehicles start trips only from 07:00 to 16:59 UTC
         (a trip under way at 17:00 is finished) and stay parked otherwise;
         `park_minutes`: the range a stop within work hours lasts (10-120 min);
         `history_days`: how long finished trips are kept (0: none, the cheapest);
-        `naming`: vehicle ids and names (default Samsara-style)."""
+        `naming`: vehicle ids and names (default Samsara-style); `city`: where the
+        fleet drives (default Chicago)."""
         if vehicles < 0:
             raise ValueError("vehicles must be >= 0")
         if not 1 <= park_minutes[0] <= park_minutes[1]:
@@ -129,6 +137,7 @@ class World:
         self.work_hours = None if work_hours is None else check_work_hours(work_hours)
         self.park_minutes = park_minutes
         self.history_days = history_days
+        self.city = city if city is not None else CHICAGO
         self._naming = naming
         self._revision = 1
         self._updated_ms = self.clock.now_ms()
@@ -137,7 +146,7 @@ class World:
         self._order: list[SimVehicle] = []
         self._seqs: list[int] = []
         self._next_seq = 1
-        self._yards = _make_yards(Rng(seed, 0))
+        self._yards = _make_yards(Rng(seed, 0), self.city)
         for _ in range(vehicles):
             self._spawn(self._updated_ms, self._revision)
 
@@ -273,6 +282,7 @@ class World:
             work_hours=self.work_hours,
             park_minutes=self.park_minutes,
             trip_history_ms=round(self.history_days * DAY_MS),
+            city=self.city,
         )
         self._by_id[vehicle.vehicle_id] = vehicle
         self._order.append(vehicle)
@@ -291,13 +301,87 @@ def imei(seed: int, seq: int, salt: int = 0) -> str:
     return body + str(-total % 10)
 
 
-def _make_yards(rng: Rng) -> list[tuple[float, float]]:
+#: Each a row of 8x8-pixel blocks, top to bottom: grey levels 0-255.
+_ROAD_VIEW = (220, 215, 205, 120, 95, 80)  # sky, horizon, road
+_CABIN_VIEW = (40, 70, 150, 160, 70, 40)  # a dim cabin, a lit face in the middle
+
+
+def dashcam_jpeg(driver_facing: bool = False, *, width: int = 64, shade: int = 0) -> bytes:
+    """A tiny valid baseline JPEG (greyscale, 8 blocks wide by default) that looks
+    like a road (or, `driver_facing`, a cabin); `shade` (-40..40) brightens or
+    darkens it, so that two stills of a fleet are not byte-identical."""
+    rows = _CABIN_VIEW if driver_facing else _ROAD_VIEW
+    columns = max(1, width // 8)
+    levels = [max(0, min(255, level + shade)) for level in rows for _ in range(columns)]
+    return _baseline_jpeg(columns * 8, len(rows) * 8, levels)
+
+
+# The standard luminance DC table (JPEG Annex K.3): code lengths, then symbols 0-11.
+_DC_COUNTS = bytes((0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0))
+# A one-code AC table: every block ends at once (end of block, symbol 0x00, code 00).
+_AC_COUNTS = bytes((0, 1, *([0] * 14)))
+
+
+def _baseline_jpeg(width: int, height: int, levels: list[int]) -> bytes:
+    """Flat 8x8 blocks, left to right and top to bottom, each one grey level: only
+    DC coefficients, quantised by 1, so every block is exact."""
+    codes = _huffman_codes(_DC_COUNTS, list(range(12)))
+    bits: list[str] = []
+    previous = 0
+    for level in levels:
+        dc = 8 * (level - 128)  # the DC coefficient of a flat block
+        diff, previous = dc - previous, dc
+        size = abs(diff).bit_length()
+        bits.append(codes[size])
+        if size:
+            bits.append(format(diff if diff > 0 else diff + (1 << size) - 1, f"0{size}b"))
+        bits.append("00")  # end of block
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)
+    data = bytearray()
+    for index in range(0, len(stream), 8):
+        byte = int(stream[index : index + 8], 2)
+        data.append(byte)
+        if byte == 0xFF:
+            data.append(0)  # byte stuffing
+    parts = [
+        b"\xff\xd8",
+        _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),
+        _segment(0xDB, b"\x00" + b"\x01" * 64),
+        _segment(0xC0, bytes((8, height >> 8, height & 255, width >> 8, width & 255, 1, 1, 0x11, 0))),
+        _segment(0xC4, b"\x00" + _DC_COUNTS + bytes(range(12))),
+        _segment(0xC4, b"\x10" + _AC_COUNTS + b"\x00"),
+        _segment(0xDA, bytes((1, 1, 0x00, 0, 63, 0))),
+        bytes(data),
+        b"\xff\xd9",
+    ]
+    return b"".join(parts)
+
+
+def _huffman_codes(counts: bytes, symbols: list[int]) -> dict[int, str]:
+    codes: dict[int, str] = {}
+    code, index = 0, 0
+    for length, count in enumerate(counts, start=1):
+        for _ in range(count):
+            codes[symbols[index]] = format(code, f"0{length}b")
+            code += 1
+            index += 1
+        code <<= 1
+    return codes
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    size = len(payload) + 2
+    return bytes((0xFF, marker, size >> 8, size & 255)) + payload
+
+
+def _make_yards(rng: Rng, city: City) -> list[tuple[float, float]]:
     yards: list[tuple[float, float]] = []
     while len(yards) < _YARDS:
         distance = rng.uniform(*_YARD_KM) * 1000
         angle = rng.uniform(0, 2 * math.pi)
-        point = geo.offset(*geo.CITY_CENTRE, distance * math.cos(angle), distance * math.sin(angle))
-        if geo.on_land(*point):
+        point = geo.offset(*city.centre, distance * math.cos(angle), distance * math.sin(angle))
+        if city.on_land(*point):
             yards.append(point)
     return yards
 
@@ -324,7 +408,7 @@ def _truth(vehicle: SimVehicle) -> VehicleTruth:
         heading=fix.heading,
         speed_kmh=fix.speed_kmh,
         position_time=from_ms(gps.time_ms),
-        address=geo.fake_address(fix.latitude, fix.longitude),
+        address=vehicle.city.address(fix.latitude, fix.longitude),
         engine=_last_value(vehicle, Stat.ENGINE),
         fuel_percent=_last_value(vehicle, Stat.FUEL_PERCENT),
         obd_odometer_m=None if obd_odometer is None else obd_odometer.value,

@@ -12,6 +12,8 @@ from bridge.config import (
     PROVIDERS,
     BridgeConfig,
     CadenceConfig,
+    CommandRule,
+    CommandsConfig,
     FleetizeAccount,
     MqttConfig,
     QuotaConfig,
@@ -105,6 +107,8 @@ def test_example_config_takes_the_token_from_the_environment(
         TelemaxAccount,
         QuotaConfig,
         CadenceConfig,
+        CommandsConfig,
+        CommandRule,
     ],
 )
 def test_example_config_documents_every_option(model: type[BaseModel]) -> None:

@@ -27,5 +27,6 @@ async def mqtt_ready(
     mqtt_mock_entry: Any,
 ) -> HomeAssistant:
     """Home Assistant with its MQTT integration set up (discovery on) on a mocked client."""
-    await mqtt_mock_entry()
+    # Kept for tests that check what Home Assistant publishes (switch, button).
+    hass.data["fleet_test_mqtt_mock"] = await mqtt_mock_entry()
     return hass

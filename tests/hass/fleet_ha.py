@@ -86,6 +86,9 @@ def make_vehicle(**changes: Any) -> VehicleState:
         status=VehicleStatus.DRIVING,
         problem=Problem.NO_GPS,
         risk_score=23.0,
+        lights_on=True,
+        active_tasks=2,
+        current_task="ORDER-7",
     )
     return vehicle.merged(**changes)
 

@@ -51,6 +51,11 @@ ENTITY_IDS = {
     "problem": "sensor.truck_7_tracker_problem",
     "fault": "binary_sensor.truck_7_tracker_fault",
     "risk_score": "sensor.truck_7_risk_score",
+    "lights": "switch.truck_7_lights",
+    "snapshot_request": "button.truck_7_take_dashcam_snapshot",
+    "snapshot": "image.truck_7_dashcam_snapshot",
+    "active_tasks": "sensor.truck_7_active_tasks",
+    "current_task": "sensor.truck_7_current_task",
     "last_seen": "sensor.truck_7_last_seen",
     "ignition": "binary_sensor.truck_7_ignition",
     "moving": "binary_sensor.truck_7_moving",
@@ -65,7 +70,14 @@ NOT_FROM_SAMSARA = {
     "problem",
     "fault",
     "risk_score",
+    "lights",
+    "snapshot_request",
+    "snapshot",
+    "active_tasks",
+    "current_task",
 }
+# Entities whose state is not a reading of the vehicle state topic.
+NOT_FROM_STATE = {"snapshot_request", "snapshot"}
 
 
 def _state(hass: HomeAssistant, key: str) -> Any:
@@ -153,6 +165,9 @@ async def test_vehicle_state_shows_as_typed_entities(
     assert _state(hass, "problem").attributes["device_class"] == "enum"
     assert _state(hass, "fault").state == "on"
     assert _state(hass, "fault").attributes["device_class"] == "problem"
+    assert _state(hass, "lights").state == "on"
+    assert _state(hass, "active_tasks").state == "2"
+    assert _state(hass, "current_task").state == "ORDER-7"
 
     engine = _state(hass, "engine_state")
     assert engine.state == "on"
@@ -282,6 +297,9 @@ async def test_null_values_become_unknown(
         status=None,
         problem=None,
         risk_score=None,
+        lights_on=None,
+        active_tasks=None,
+        current_task=None,
     )
     await publish_state(hass, nothing_known)
 
@@ -302,7 +320,8 @@ async def test_null_values_become_unknown(
     assert _state(hass, "online").state == STATE_UNKNOWN
 
     await publish_state(hass, VEHICLE)
-    assert STATE_UNKNOWN not in _states(hass).values()
+    from_state = [key for key in ENTITY_IDS if key not in NOT_FROM_STATE]
+    assert STATE_UNKNOWN not in _states(hass, from_state).values()
 
 
 async def test_engine_state_template_fits_old_and_new_home_assistant(hass: HomeAssistant) -> None:
@@ -408,3 +427,48 @@ async def test_account_quota_sensors_follow_the_quota_topic(mqtt_ready: HomeAssi
     # A stopped account (credentials refused) shows its sensors unavailable.
     await publish(hass, TOPICS.account_quota("acme"), json.dumps({**report, "available": False}))
     assert hass.states.get("sensor.acme_api_calls_left_today").state == STATE_UNAVAILABLE
+
+
+async def test_lights_switch_sends_the_command_and_shows_the_pending_one(
+    discovered: HomeAssistant,
+) -> None:
+    hass = discovered
+    mqtt_mock = hass.data["fleet_test_mqtt_mock"]
+    await _vehicle_online(hass, VEHICLE.merged(lights_on=False))
+    assert _state(hass, "lights").state == "off"
+    await hass.services.async_call(
+        "switch", "turn_on", {"entity_id": ENTITY_IDS["lights"]}, blocking=True
+    )
+    set_topic = TOPICS.vehicle_set("acme", VEHICLE.vehicle_id)
+    mqtt_mock.async_publish.assert_called_with(set_topic, '{"lights": "ON"}', 0, False)
+    # Not optimistic: the switch stays off until the provider confirms.
+    assert _state(hass, "lights").state == "off"
+    pending = {"status": "pending", "requested": "ON", "at": "2024-03-14T08:31:00Z", "error": None}
+    await publish(hass, TOPICS.vehicle_lights("acme", VEHICLE.vehicle_id), json.dumps(pending))
+    assert _state(hass, "lights").attributes["command"] == "pending"
+    await publish_state(hass, VEHICLE.merged(lights_on=True))
+    assert _state(hass, "lights").state == "on"
+
+
+async def test_snapshot_button_and_image(discovered: HomeAssistant) -> None:
+    hass = discovered
+    mqtt_mock = hass.data["fleet_test_mqtt_mock"]
+    await _vehicle_online(hass)
+    await hass.services.async_call(
+        "button", "press", {"entity_id": ENTITY_IDS["snapshot_request"]}, blocking=True
+    )
+    mqtt_mock.async_publish.assert_called_with(
+        TOPICS.vehicle_set("acme", VEHICLE.vehicle_id), '{"snapshot": {"camera": "road"}}', 0, False
+    )
+    done = {
+        "status": "confirmed",
+        "camera": "road",
+        "url": "http://127.0.0.1:1/snap.jpg",
+        "at": "2024-03-14T08:31:00Z",
+        "error": None,
+    }
+    await publish(hass, TOPICS.vehicle_snapshot("acme", VEHICLE.vehicle_id), json.dumps(done))
+    image = _state(hass, "snapshot")
+    assert image.attributes["status"] == "confirmed"
+    assert image.attributes["camera"] == "road"
+    assert image.state != STATE_UNKNOWN  # the time the new image arrived

@@ -1,0 +1,400 @@
+"""Commands from MQTT to providers: authorize, journal, dispatch, follow up, answer.
+
+Exactly-once effects rest on the command journal (SQLite): a command is written
+there, keyed by its transaction id (and, for a new task, by its order_ref), before
+it reaches the provider. A redelivered or retried command finds its entry and gets
+the first answer again without reaching the provider a second time. After a crash,
+commands that were accepted but not answered are carried out (lights, snapshots
+and order_ref-keyed tasks are safe to send again) and answered; commands the
+provider accepted but had not confirmed are followed up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from bridge.config import CommandsConfig
+from bridge.errors import ProviderError, QuotaExhaustedError
+from bridge.model import (
+    CommandResult,
+    CommandStatus,
+    Priority,
+    Task,
+    TaskChange,
+    VehicleState,
+    format_time,
+    utc_now,
+)
+from bridge.mqtt import requests
+from bridge.mqtt.commands import (
+    Command,
+    LightsPayload,
+    SnapshotPayload,
+    TaskCreatePayload,
+    TaskUpdatePayload,
+    parse_command,
+    parse_set,
+)
+from bridge.mqtt.requests import Request, RequestError, parse_request, transaction_of
+from bridge.mqtt.topics import Topics, topic_level
+from bridge.poller import AccountPoller
+from bridge.providers.base import LightsControl, SnapshotControl, TaskControl
+from bridge.store import JournalEntry, Store
+
+_LOGGER = logging.getLogger(__name__)
+
+Respond = Callable[[str, dict[str, Any]], Awaitable[None]]
+Redact = Callable[[str], str]
+
+# How often a pending command is asked about while it is followed up.
+FOLLOW_UP_INTERVAL = {"lights": 5.0, "snapshot": 3.0}
+ABILITY = {
+    "lights": LightsControl,
+    "snapshot": SnapshotControl,
+    "task/create": TaskControl,
+    "task/update": TaskControl,
+}
+
+
+class Commander:
+    def __init__(
+        self,
+        config: CommandsConfig,
+        pollers: Mapping[str, AccountPoller],
+        store: Store,
+        topics: Topics,
+        respond: Respond,
+        *,
+        redact: Redact = lambda text: text,
+        now: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._config = config
+        self._pollers = pollers
+        self._store = store
+        self._topics = topics
+        self._respond = respond
+        self._redact = redact
+        self._now = now
+        self._sleep = sleep
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- ways in -------------------------------------------------------------
+    async def request(self, name: str, payload: bytes) -> None:
+        """`fleet/bridge/request/<name>`: answered on `fleet/bridge/response/<name>`."""
+        try:
+            envelope = parse_request(name, payload)
+            command = parse_command(
+                name, dict(envelope.body), envelope.transaction, now=self._now()
+            )
+        except RequestError as err:
+            await self._respond(
+                name, requests.error(transaction_of(payload), str(err), field=err.field)
+            )
+            return
+        await self._respond(name, await self.execute(command))
+
+    async def set(self, account: str, vehicle: str, payload: bytes) -> None:
+        """`fleet/<account>/<vehicle>/set` (Home Assistant's switch and button)."""
+        name = "set"
+        try:
+            envelope: Request = parse_request(name, payload)
+            name, body = parse_set(account, vehicle, dict(envelope.body))
+            command = parse_command(name, body, envelope.transaction, now=self._now())
+        except RequestError as err:
+            await self._respond(
+                name, requests.error(transaction_of(payload), str(err), field=err.field)
+            )
+            return
+        await self._respond(name, await self.execute(command))
+
+    async def resume(self) -> None:
+        """After a restart: finish what was accepted, follow up what was pending."""
+        for entry in self._store.journal_open():
+            poller = self._pollers.get(entry.account)
+            if poller is None:
+                self._store.journal_update(
+                    entry.key,
+                    "failed",
+                    response=json.dumps(
+                        requests.error(entry.transaction_id, f"account '{entry.account}' is gone")
+                    ),
+                )
+                continue
+            command = parse_command(
+                entry.command, json.loads(entry.body), entry.transaction_id, now=self._now()
+            )
+            if entry.status == "accepted":
+                _LOGGER.info("Finishing %s %s accepted before a restart", entry.command, entry.key)
+                response = await self._run(entry.key, command, poller)
+                await self._respond(entry.command, response)
+            elif entry.handle is not None:
+                self._spawn(
+                    self._follow(entry.key, command, poller, entry.handle, entry.created_at)
+                )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- the one path every command takes ----------------------------------------
+    async def execute(self, command: Command) -> dict[str, Any]:
+        try:
+            poller, vehicle = self._target(command)
+        except RequestError as err:
+            return requests.error(command.transaction, str(err), field=err.field)
+        key = (
+            f"{command.account}/{command.transaction}"
+            if command.transaction is not None
+            else f"anonymous/{uuid.uuid4()}"
+        )
+        order_ref = (
+            command.payload.order_ref if isinstance(command.payload, TaskCreatePayload) else None
+        )
+        known = self._store.journal_get(key)
+        if known is None and order_ref is not None:
+            known = self._store.journal_by_order(command.account, order_ref)
+        if known is not None:
+            return await self._repeat(known)
+        entry = JournalEntry(
+            key=key,
+            command=command.name,
+            account=command.account,
+            vehicle=vehicle.vehicle_id if vehicle else None,
+            order_ref=order_ref,
+            transaction_id=command.transaction,
+            body=command.payload.model_dump_json(),
+            status="accepted",
+            handle=None,
+            response=None,
+            created_at=self._now().timestamp(),
+            updated_at=self._now().timestamp(),
+        )
+        try:
+            self._store.journal_accept(entry)
+        except sqlite3.IntegrityError:
+            # A twin arrived between our look-up and insert: answer as it is answered.
+            twin = self._store.journal_get(key) or (
+                self._store.journal_by_order(command.account, order_ref) if order_ref else None
+            )
+            return (
+                await self._repeat(twin)
+                if twin
+                else requests.error(
+                    command.transaction, "command: could not be recorded, try again"
+                )
+            )
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            response = await self._run(key, command, poller)
+            future.set_result(response)
+            return response
+        finally:
+            self._inflight.pop(key, None)
+            if not future.done():
+                future.cancel()
+
+    async def _repeat(self, known: JournalEntry) -> dict[str, Any]:
+        """A command seen before: the first answer again, never a second effect."""
+        if known.response is not None:
+            first: dict[str, Any] = json.loads(known.response)
+            return first
+        running = self._inflight.get(known.key)
+        if running is not None:
+            return await asyncio.shield(running)
+        return requests.error(known.transaction_id, "command: already accepted, being finished")
+
+    def _target(self, command: Command) -> tuple[AccountPoller, VehicleState | None]:
+        poller = self._pollers.get(command.account)
+        if poller is None:
+            raise RequestError("account", f"unknown account '{command.account[:64]}'")
+        ability = ABILITY[command.name]
+        if not isinstance(poller.provider, ability):
+            raise RequestError("command", f"{poller.provider.name} cannot do '{command.name}'")
+        vehicle = None
+        if command.vehicle is not None:
+            vehicle = self._find_vehicle(poller, command.vehicle)
+            if vehicle is None:
+                raise RequestError(
+                    "vehicle",
+                    f"unknown vehicle '{command.vehicle[:64]}' in account '{command.account}'",
+                )
+        names = (
+            {vehicle.vehicle_id, vehicle.name, topic_level(vehicle.vehicle_id)}
+            if vehicle
+            else set()
+        )
+        if not self._config.allows(
+            command.account, vehicle.vehicle_id if vehicle else None, names, command.name
+        ):
+            raise RequestError(
+                "command",
+                f"'{command.name}' is not allowed for this vehicle by the bridge's "
+                "configuration (commands.allow)",
+            )
+        return poller, vehicle
+
+    @staticmethod
+    def _find_vehicle(poller: AccountPoller, wanted: str) -> VehicleState | None:
+        states = poller.publisher.states(poller.account)
+        if wanted in states:
+            return states[wanted]
+        for state in states.values():
+            if topic_level(state.vehicle_id) == wanted or state.name == wanted:
+                return state
+        return None
+
+    async def _run(self, key: str, command: Command, poller: AccountPoller) -> dict[str, Any]:
+        try:
+            result = await self._call(command, poller)
+        except QuotaExhaustedError as err:
+            result = CommandResult(
+                CommandStatus.FAILED,
+                error=f"not sent: {err}",
+                data={"budget": err.budget, "available_at": format_time(err.available_at)},
+            )
+        except ProviderError as err:
+            result = CommandResult(CommandStatus.FAILED, error=self._redact(str(err)))
+        if result.status is CommandStatus.FAILED:
+            response = requests.error(
+                command.transaction, result.error or "failed", **dict(result.data)
+            )
+        else:
+            response = requests.ok(
+                command.transaction,
+                {"state": result.status.value, **dict(result.data)},
+            )
+        self._store.journal_update(
+            key, result.status.value, handle=result.handle, response=json.dumps(response)
+        )
+        await self._effects(command, poller, result)
+        if result.status is CommandStatus.PENDING and result.handle is not None:
+            self._spawn(self._follow(key, command, poller, result.handle, self._now().timestamp()))
+        return response
+
+    async def _call(self, command: Command, poller: AccountPoller) -> CommandResult:
+        provider: Any = poller.provider
+        payload = command.payload
+        priority = Priority.COMMAND
+        if isinstance(payload, LightsPayload):
+            vid = self._vehicle_id(poller, payload.vehicle)
+            result: CommandResult = await provider.set_lights(vid, payload.state == "ON", priority)
+        elif isinstance(payload, SnapshotPayload):
+            vid = self._vehicle_id(poller, payload.vehicle)
+            result = await provider.request_snapshot(vid, payload.camera, priority)
+        elif isinstance(payload, TaskCreatePayload):
+            task = Task(
+                vehicle_id=self._vehicle_id(poller, payload.vehicle),
+                order_ref=payload.order_ref,
+                latitude=payload.latitude,
+                longitude=payload.longitude,
+                start_time=payload.start_time,
+                stop_time=payload.stop_time,
+                description=payload.description,
+                address=payload.address,
+                contact_name=payload.contact_name,
+                contact_phone=payload.contact_phone,
+            )
+            result = await provider.create_task(task, priority)
+        else:
+            assert isinstance(payload, TaskUpdatePayload)
+            change = TaskChange(
+                order_ref=payload.order_ref,
+                status=payload.status,
+                start_time=payload.start_time,
+                stop_time=payload.stop_time,
+                description=payload.description,
+                vehicle_id=(self._vehicle_id(poller, payload.vehicle) if payload.vehicle else None),
+            )
+            result = await provider.update_task(change, priority)
+        return result
+
+    def _vehicle_id(self, poller: AccountPoller, wanted: str) -> str:
+        state = self._find_vehicle(poller, wanted)
+        return state.vehicle_id if state else wanted
+
+    # --- follow-up and what the user sees ----------------------------------------
+    async def _follow(
+        self, key: str, command: Command, poller: AccountPoller, handle: str, since: float
+    ) -> None:
+        provider: Any = poller.provider
+        timeout = (
+            self._config.lights_timeout
+            if command.name == "lights"
+            else self._config.snapshot_timeout
+        )
+        deadline = since + timeout
+        result = CommandResult(CommandStatus.PENDING, handle=handle)
+        while self._now().timestamp() < deadline:
+            await self._sleep(FOLLOW_UP_INTERVAL.get(command.name, 5.0))
+            try:
+                if command.name == "lights":
+                    vid = self._vehicle_id(poller, command.payload.vehicle or "")
+                    result = await provider.lights_status(vid, handle, Priority.COMMAND)
+                else:
+                    result = await provider.snapshot_status(handle, Priority.COMMAND)
+            except (ProviderError, QuotaExhaustedError) as err:
+                _LOGGER.debug("Following up %s: %s", key, err)
+                continue
+            if result.status is not CommandStatus.PENDING:
+                break
+        else:
+            result = CommandResult(
+                CommandStatus.FAILED,
+                handle=handle,
+                error=f"the provider did not confirm within {timeout:.0f} s",
+            )
+        self._store.journal_update(key, result.status.value)
+        await self._effects(command, poller, result)
+
+    async def _effects(
+        self, command: Command, poller: AccountPoller, result: CommandResult
+    ) -> None:
+        payload = command.payload
+        account = poller.account
+        now = format_time(self._now())
+        if isinstance(payload, LightsPayload):
+            vid = self._vehicle_id(poller, payload.vehicle)
+            await poller.publisher.publish_json(
+                self._topics.vehicle_lights(account, vid),
+                {
+                    "status": result.status.value,
+                    "requested": payload.state,
+                    "at": now,
+                    "error": result.error,
+                },
+                retain=True,
+            )
+            if result.status is CommandStatus.CONFIRMED:
+                await poller.apply(vid, lights_on=payload.state == "ON")
+        elif isinstance(payload, SnapshotPayload):
+            vid = self._vehicle_id(poller, payload.vehicle)
+            await poller.publisher.publish_json(
+                self._topics.vehicle_snapshot(account, vid),
+                {
+                    "status": result.status.value,
+                    "camera": payload.camera.value,
+                    "url": result.data.get("url"),
+                    "at": now,
+                    "error": result.error,
+                },
+                retain=True,
+            )
+        elif result.status is not CommandStatus.FAILED:
+            # The active-tasks sensor follows at the next poll.
+            poller.request_poll()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,158 @@
+"""Command payloads: validated before anything is sent to a provider.
+
+Two ways in, one set of commands:
+
+- `fleet/bridge/request/<command>` with `{"transaction": "...", "account": ..., ...}`,
+  answered on `fleet/bridge/response/<command>`;
+- `fleet/<account>/<vehicle>/set` with `{"lights": "ON"}` or
+  `{"snapshot": {"camera": "road"}}` (what Home Assistant's switch and button send),
+  answered on the same response topic when it carries a transaction.
+
+A payload that is not what the command takes raises `RequestError` naming the
+field and the reason; the input itself is never echoed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.model import Camera, TaskStatus, utc_now
+from bridge.mqtt.requests import RequestError
+
+COMMANDS = ("lights", "snapshot", "task/create", "task/update")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
+
+
+class _Targeted(_Payload):
+    account: Annotated[str, Field(min_length=1, max_length=64)]
+    vehicle: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class LightsPayload(_Targeted):
+    state: Literal["ON", "OFF"]
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class SnapshotPayload(_Targeted):
+    camera: Camera = Camera.ROAD
+
+
+class TaskCreatePayload(_Targeted):
+    order_ref: Annotated[str, Field(min_length=1, max_length=100)]
+    latitude: Annotated[float, Field(ge=-90, le=90)]
+    longitude: Annotated[float, Field(ge=-180, le=180)]
+    start_time: datetime
+    stop_time: datetime
+    description: Annotated[str, Field(max_length=2000)] | None = None
+    address: Annotated[str, Field(max_length=500)] | None = None
+    contact_name: Annotated[str, Field(max_length=200)] | None = None
+    contact_phone: Annotated[str, Field(max_length=50)] | None = None
+
+    @field_validator("start_time", "stop_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must include a time zone (e.g. 2026-11-21T08:00:00Z)")
+        return value
+
+    def model_post_init(self, _: Any) -> None:
+        if self.stop_time <= self.start_time:
+            raise RequestError("stop_time", "must be after start_time")
+
+
+class TaskUpdatePayload(_Payload):
+    account: Annotated[str, Field(min_length=1, max_length=64)]
+    order_ref: Annotated[str, Field(min_length=1, max_length=100)]
+    status: TaskStatus | None = None
+    start_time: datetime | None = None
+    stop_time: datetime | None = None
+    description: Annotated[str, Field(max_length=2000)] | None = None
+    vehicle: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    def model_post_init(self, _: Any) -> None:
+        if all(
+            v is None
+            for v in (self.status, self.start_time, self.stop_time, self.description, self.vehicle)
+        ):
+            raise RequestError("payload", "nothing to change (status, start_time, ...)")
+
+
+Payload = LightsPayload | SnapshotPayload | TaskCreatePayload | TaskUpdatePayload
+
+_MODELS: dict[str, type[_Payload]] = {
+    "lights": LightsPayload,
+    "snapshot": SnapshotPayload,
+    "task/create": TaskCreatePayload,
+    "task/update": TaskUpdatePayload,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    transaction: str | None
+    payload: Payload
+    received_at: datetime
+
+    @property
+    def account(self) -> str:
+        return self.payload.account
+
+    @property
+    def vehicle(self) -> str | None:
+        return self.payload.vehicle
+
+
+def parse_command(
+    name: str, body: dict[str, Any], transaction: str | None, *, now: datetime | None = None
+) -> Command:
+    """A validated command; raises `RequestError` naming the first bad field."""
+    model = _MODELS.get(name)
+    if model is None:
+        raise RequestError(
+            "command", f"unknown command '{name[:50]}' (one of: {', '.join(COMMANDS)})"
+        )
+    try:
+        payload = model.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "payload"
+        reason = "field required" if first["type"] == "missing" else first["msg"]
+        if first["type"] == "extra_forbidden":
+            reason = "unknown field"
+        reason = reason.removeprefix("Value error, ")
+        raise RequestError(field, reason[:1].lower() + reason[1:]) from None
+    return Command(name, transaction, payload, now or utc_now())  # type: ignore[arg-type]
+
+
+def parse_set(account: str, vehicle: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A `.../set` payload as (command, request body)."""
+    if "lights" in body:
+        extra = set(body) - {"lights"}
+        if extra:
+            raise RequestError(sorted(extra)[0], "unknown field")
+        return "lights", {"account": account, "vehicle": vehicle, "state": body["lights"]}
+    if "snapshot" in body:
+        extra = set(body) - {"snapshot"}
+        if extra:
+            raise RequestError(sorted(extra)[0], "unknown field")
+        options = body["snapshot"]
+        if options is True or options is None:
+            options = {}
+        if isinstance(options, str):
+            options = {"camera": options}
+        if not isinstance(options, dict):
+            raise RequestError("snapshot", 'must be an object such as {"camera": "road"}')
+        return "snapshot", {"account": account, "vehicle": vehicle, **options}
+    raise RequestError("payload", 'expected "lights" or "snapshot"')
