@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
@@ -19,13 +19,17 @@ from yarl import URL
 
 from bridge.errors import ProviderDataError, ProviderError
 from bridge.model import (
+    Camera,
     Capability,
+    CommandResult,
+    CommandStatus,
     EngineState,
     PollPlan,
     Position,
     Priority,
     Update,
     VehicleState,
+    format_time,
     parse_time,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
@@ -53,9 +57,33 @@ MPH_TO_KMH = 1.609344
 # Published limits (NOTES.md). The organisation-wide 200/s is shared by every
 # token of the organisation, which one account cannot see: configure it lower
 # in `quota:` when several integrations share an organisation.
-DEFAULT_BUDGETS = (Budget("per_token", BudgetKind.WINDOW, limit=150, period=1.0),)
 ENDPOINT_VEHICLES = "vehicles"
 ENDPOINT_STATS_FEED = "stats_feed"
+ENDPOINT_MEDIA_CREATE = "media_retrieval_create"
+ENDPOINT_MEDIA_STATUS = "media_retrieval_status"
+PATH_MEDIA_RETRIEVAL = "cameras/media/retrieval"
+DEFAULT_BUDGETS = (
+    Budget("per_token", BudgetKind.WINDOW, limit=150, period=1.0),
+    Budget(
+        "media_retrieval_create",
+        BudgetKind.WINDOW,
+        limit=100,
+        period=60.0,
+        endpoints=frozenset({ENDPOINT_MEDIA_CREATE}),
+    ),
+    Budget(
+        "media_retrieval_status",
+        BudgetKind.WINDOW,
+        limit=5,
+        period=1.0,
+        endpoints=frozenset({ENDPOINT_MEDIA_STATUS}),
+    ),
+)
+CAMERA_INPUTS = {Camera.ROAD: "dashcamRoadFacing", Camera.DRIVER: "dashcamDriverFacing"}
+# Media states: the documentation names "done"; other spellings seen in the wild
+# are accepted too, and anything unknown counts as still pending.
+MEDIA_DONE = frozenset({"done", "available", "completed", "complete"})
+MEDIA_FAILED = frozenset({"failed", "invalid", "unavailable", "error"})
 OBD_ODOMETER_KEY = "obd_odometer"
 ENGINE_STATES = {"Off": EngineState.OFF, "On": EngineState.ON, "Idle": EngineState.IDLE}
 
@@ -93,6 +121,7 @@ class SamsaraProvider:
             Capability.IGNITION,
             Capability.BATTERY_VOLTAGE,
             Capability.ENGINE_HOURS,
+            Capability.SNAPSHOT,
         }
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
@@ -216,14 +245,10 @@ class SamsaraProvider:
     async def _get(
         self, path: str, params: dict[str, str], *, endpoint: str, cursor_given: bool = False
     ) -> Any:
-        headers = {"Authorization": f"Bearer {self.settings.token}"}
-        if self.settings.api_version:
-            headers["X-Samsara-Version"] = self.settings.api_version
-        url = URL(self.settings.base_url.rstrip("/") + "/" + path)
         response = await self._http.request(
             "GET",
-            url,
-            headers=headers,
+            self._url(path),
+            headers=self._headers(),
             params=params,
             passthrough_statuses=frozenset({400}) if cursor_given else frozenset(),
             endpoint=endpoint,
@@ -235,6 +260,70 @@ class SamsaraProvider:
         if not isinstance(body, dict):
             raise ProviderDataError(f"Samsara {path}: expected a JSON object")
         return body
+
+    # --- camera stills (media retrieval) ----------------------------------------
+    async def request_snapshot(
+        self, vehicle_id: str, camera: Camera, priority: Priority
+    ) -> CommandResult:
+        now = datetime.now(UTC)
+        body = {
+            "vehicleId": vehicle_id,
+            "startTime": format_time(now),
+            "endTime": format_time(now),
+            "inputs": [CAMERA_INPUTS[camera]],
+            "mediaType": "image",
+        }
+        response = await self._http.request(
+            "POST",
+            self._url(PATH_MEDIA_RETRIEVAL),
+            headers=self._headers(),
+            json_body=body,
+            endpoint=ENDPOINT_MEDIA_CREATE,
+            priority=priority,
+        )
+        data = response.json()
+        retrieval = data.get("data") if isinstance(data, dict) else None
+        retrieval_id = text(retrieval.get("retrievalId")) if isinstance(retrieval, dict) else None
+        if retrieval_id is None:
+            raise ProviderDataError("Samsara media retrieval: no retrievalId in the answer")
+        return CommandResult(CommandStatus.PENDING, handle=retrieval_id)
+
+    async def snapshot_status(self, handle: str, priority: Priority) -> CommandResult:
+        response = await self._http.request(
+            "GET",
+            self._url(PATH_MEDIA_RETRIEVAL),
+            headers=self._headers(),
+            params={"retrievalId": handle},
+            endpoint=ENDPOINT_MEDIA_STATUS,
+            priority=priority,
+        )
+        data = response.json()
+        inner = data.get("data") if isinstance(data, dict) else None
+        media = inner.get("media") if isinstance(inner, dict) else None
+        if media is None and isinstance(data, dict):
+            media = data.get("media")
+        for item in media or []:
+            if not isinstance(item, dict):
+                continue
+            status = str(item.get("status", "")).lower()
+            url_info = item.get("urlInfo")
+            url = text(url_info.get("url")) if isinstance(url_info, dict) else None
+            if status in MEDIA_DONE and url:
+                return CommandResult(CommandStatus.CONFIRMED, handle=handle, data={"url": url})
+            if status in MEDIA_FAILED:
+                return CommandResult(
+                    CommandStatus.FAILED, handle=handle, error=f"Samsara media {status}"
+                )
+        return CommandResult(CommandStatus.PENDING, handle=handle)
+
+    def _url(self, path: str) -> URL:
+        return URL(self.settings.base_url.rstrip("/") + "/" + path)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.settings.token}"}
+        if self.settings.api_version:
+            headers["X-Samsara-Version"] = self.settings.api_version
+        return headers
 
     # --- mapping into the model -------------------------------------------
     def _apply(self, item: Any) -> None:
