@@ -19,6 +19,13 @@ another process (the bridge runs as a subprocess in end-to-end tests).
            /_sim/fleetize/quirks?on=0|1         documentation quirks off / on
            /_sim/telemax/expire-tokens          every Telemax token expires now
            /_sim/telemax/reset-limits           empty Telemax's rate-limit windows
+           /_sim/metrotec/handle-events         devices carry out every pending event now
+           /_sim/metrotec/set-handle-delay?seconds=N|never
+                                                delay of events created from now on
+           /_sim/metrotec/expire-tokens         every Metrotec JWT expires now
+           /_sim/tracksafe365/fail-snapshots?on=0|1
+                                                snapshots requested from now on fail
+           /_sim/tracksafe365/reset-limits      forget TrackSafe365's minute and day counts
 
 Each provider has a fleet of its own. The vehicle endpoints take `?provider=<name>`
 (default: the Samsara fleet); park-all and release without it act on every fleet.

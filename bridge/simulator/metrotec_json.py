@@ -340,9 +340,7 @@ class Fields:
         else:
             self.values[name] = parsed
 
-    def choice(
-        self, name: str, choices: Mapping[int, str], *, required: bool = False
-    ) -> None:
+    def choice(self, name: str, choices: Mapping[int, str], *, required: bool = False) -> None:
         present, value = self._take(name, required, False)
         if not present:
             return
@@ -356,10 +354,9 @@ class Fields:
         present, value = self._take(name, False, False)
         if not present:
             return
-        truths = {True: True, False: False, 1: True, 0: False}
         words = {"true": True, "1": True, "false": False, "0": False}
-        if isinstance(value, bool | int) and value in truths:
-            self.values[name] = truths[value]
+        if isinstance(value, bool | int) and value in (0, 1):
+            self.values[name] = bool(value)
         elif isinstance(value, str) and value.lower() in words:
             self.values[name] = words[value.lower()]
         else:
@@ -373,8 +370,7 @@ class Fields:
         if ms is None:
             self.fail(
                 name,
-                "Datetime has wrong format. Use one of these formats instead: "
-                "YYYY-MM-DD hh:mm:ss.",
+                "Datetime has wrong format. Use one of these formats instead: YYYY-MM-DD hh:mm:ss.",
             )
         else:
             self.values[name] = ms

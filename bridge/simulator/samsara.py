@@ -6,17 +6,34 @@ with Samsara's rules: Bearer tokens, pages of at most 512, at most 3 stat types 
 call, cursors that expire, 150 requests per second per token answered with 429 and
 a fractional `Retry-After`, and 5xx bodies that are plain text, not JSON.
 
-Tests reach in through `counters`, `limiter`, `fail_next()`, `latency` and
-`expire_cursors()`.
+Camera stills: `POST /cameras/media/retrieval` with `{vehicleId, startTime,
+endTime, inputs: [dashcamRoadFacing|dashcamDriverFacing|analog], mediaType:
+"image"}` answers 200 `{"data": {"retrievalId"}}`; `GET /cameras/media/retrieval
+?retrievalId=` answers `{"data": {"media": [...]}}`, each entry `requested` for
+`media_requested_s` (5) simulated seconds, then `pending` until `media_ready_s`
+(30) after the request, then `available` with `urlInfo: {url, urlExpiryTime}`
+(or `invalid`: see `samsara_json`). Each poll signs a fresh URL that expires 8
+simulated hours later; the simulator serves it itself (`/samsara/media/...`, no
+token: a signed S3 URL's stand-in, answering S3's 403 XML once expired). Limits
+per token, on top of the 150/s: create 100 per minute, status 5 per second (as
+NOTES.md says; Samsara's OpenAPI says 100/min for the status too).
+
+Tests reach in through `counters`, `limiter`, `media_limiters`, `retrievals`,
+`fail_next()`, `latency` and `expire_cursors()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -25,15 +42,19 @@ from aiohttp.typedefs import Handler
 
 from bridge.simulator.cursor import CursorCodec, CursorError
 from bridge.simulator.samsara_json import (
+    AVAILABLE,
     FEED_TYPES,
+    MEDIA_INPUTS,
     SNAPSHOT_KEYS,
+    MediaRetrieval,
+    camera_inputs,
     sample_json,
     vehicle_json,
     vehicle_ref,
 )
 from bridge.simulator.traffic import Fault, FaultQueue, RequestCounters, SlidingWindowLimiter
 from bridge.simulator.vehicle import Sample, SimVehicle, Stat
-from bridge.simulator.world import World
+from bridge.simulator.world import World, dashcam_jpeg
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,6 +67,14 @@ CURSOR_MESSAGE = "Invalid or expired cursor"
 PATH_VEHICLES = "/fleet/vehicles"
 PATH_FEED = "/fleet/vehicles/stats/feed"
 PATH_SNAPSHOT = "/fleet/vehicles/stats"
+PATH_MEDIA_RETRIEVAL = "/cameras/media/retrieval"
+PATH_MEDIA_FILE = "/media/{retrieval}/{file}"  # the signed URLs' stand-in
+MEDIA_CREATE_PER_MIN = 100  # per token
+MEDIA_STATUS_PER_S = 5  # per token
+MEDIA_REQUESTED_S = 5.0
+MEDIA_READY_S = 30.0
+MEDIA_URL_LIFETIME_S = 8 * 3600
+_ALLOWED = {PATH_MEDIA_RETRIEVAL: "GET, POST"}
 _SERVER_ERROR_TEXT = {
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -81,10 +110,22 @@ class SamsaraSim:
         rate_limit: int = RATE_LIMIT_PER_S,
         monotonic: Callable[[], float] = time.monotonic,
         page_limit: int = PAGE_LIMIT,
+        media_requested_s: float = MEDIA_REQUESTED_S,
+        media_ready_s: float = MEDIA_READY_S,
     ) -> None:
         self.world = world
         self.tokens = frozenset(tokens)
         self.limiter = SlidingWindowLimiter(rate_limit, 1.0, clock=monotonic)
+        #: Per token, by method on the media retrieval path: create and status.
+        self.media_limiters = {
+            "POST": SlidingWindowLimiter(MEDIA_CREATE_PER_MIN, 60.0, clock=monotonic),
+            "GET": SlidingWindowLimiter(MEDIA_STATUS_PER_S, 1.0, clock=monotonic),
+        }
+        self.media_requested_s = media_requested_s
+        self.media_ready_s = max(media_ready_s, media_requested_s)
+        self.retrievals: dict[str, MediaRetrieval] = {}
+        self.media_downloads = 0
+        self._url_secret = os.urandom(16)
         self.counters = RequestCounters()
         self.faults = FaultQueue()
         self.latency = 0.0
@@ -117,6 +158,8 @@ class SamsaraSim:
             "faults_pending": self.faults.pending,
             "cursor_generation": self.generation,
             "latency": self.latency,
+            "media_retrievals": len(self.retrievals),
+            "media_downloads": self.media_downloads,
         }
 
     # --- the HTTP side ------------------------------------------------------------
@@ -129,10 +172,15 @@ class SamsaraSim:
         app.router.add_get(PATH_VEHICLES, self._list_vehicles)
         app.router.add_get(PATH_FEED, self._stats_feed)
         app.router.add_get(PATH_SNAPSHOT, self._stats_snapshot)
+        app.router.add_post(PATH_MEDIA_RETRIEVAL, self._create_retrieval)
+        app.router.add_get(PATH_MEDIA_RETRIEVAL, self._retrieval_status)
+        app.router.add_get(PATH_MEDIA_FILE, self._media_file, name="media_file")
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.name == "media_file":
+            return await handler(request)  # the media host, not the API: no token
         self.counters.by_path[request.path.removeprefix(PREFIX) or "/"] += 1
         try:
             response = await self._answer(request, handler)
@@ -152,9 +200,15 @@ class SamsaraSim:
         if token is None or token not in self.tokens:
             return _error(401, "Unauthorized: missing or invalid API token")
         self.counters.by_token[token] += 1
-        wait = self.limiter.acquire(token)
-        if wait is not None:
-            return _too_many_requests(wait)
+        limiters = [self.limiter]
+        if request.path.removeprefix(PREFIX) == PATH_MEDIA_RETRIEVAL:
+            endpoint = self.media_limiters.get(request.method)
+            limiters += [endpoint] if endpoint is not None else []
+        waits = [wait for limiter in limiters if (wait := limiter.wait(token)) is not None]
+        if waits:
+            return _too_many_requests(max(waits))
+        for limiter in limiters:
+            limiter.record(token)
         try:
             return await handler(request)
         except _ApiError as err:
@@ -217,11 +271,99 @@ class SamsaraSim:
             cursor = self.cursors.encode("feed", until, _OPEN, 0)
         return _page(data, cursor, has_next)
 
+    async def _create_retrieval(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            raise _ApiError(400, "Invalid request body: expected a JSON object")
+        vehicle_id = body.get("vehicleId")
+        if not isinstance(vehicle_id, str) or not vehicle_id:
+            raise _ApiError(400, "Parameter 'vehicleId' is required")
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise _ApiError(400, "Parameter 'inputs' must be a non-empty list")
+        unknown = [i for i in inputs if i not in MEDIA_INPUTS]
+        if unknown:
+            raise _ApiError(400, f"Invalid value for inputs: {unknown[0]!r}")
+        if body.get("mediaType", "image") != "image":
+            raise _ApiError(400, "Invalid value for mediaType: only 'image' is supported")
+        now = self.world.clock.now_ms()
+        start = _rfc3339(body.get("startTime"), "startTime")
+        end = start if body.get("endTime") is None else _rfc3339(body["endTime"], "endTime")
+        if end < start:
+            raise _ApiError(400, "endTime must not be before startTime")
+        if vehicle_id not in self.world:
+            raise _ApiError(404, "Object not found.")
+        vehicle = self.world.vehicle(vehicle_id)
+        retrieval = MediaRetrieval(
+            retrieval_id=str(uuid.uuid4()),
+            vehicle_id=vehicle_id,
+            inputs=tuple(dict.fromkeys(inputs)),
+            start_ms=start,
+            end_ms=end,
+            pending_ms=now + round(self.media_requested_s * 1000),
+            available_ms=now + round(self.media_ready_s * 1000),
+            has=camera_inputs(vehicle),
+            shade=(vehicle.seq * 11 + len(self.retrievals) * 7) % 61 - 30,
+        )
+        self.retrievals[retrieval.retrieval_id] = retrieval
+        return web.json_response({"data": {"retrievalId": retrieval.retrieval_id}})
+
+    async def _retrieval_status(self, request: web.Request) -> web.Response:
+        key = request.query.get("retrievalId")
+        if not key:
+            raise _ApiError(400, "Parameter 'retrievalId' is required")
+        retrieval = self.retrievals.get(key)
+        if retrieval is None:
+            raise _ApiError(404, "Object not found.")
+        now = self.world.clock.now_ms()
+        origin = str(request.url.origin())
+
+        def url_for(media_input: str) -> tuple[str, int]:
+            expiry = now + MEDIA_URL_LIFETIME_S * 1000
+            signature = self._sign(retrieval.retrieval_id, media_input, expiry // 1000)
+            url = (
+                f"{origin}{PREFIX}/media/{retrieval.retrieval_id}/{media_input}.jpg"
+                f"?expires={expiry // 1000}&signature={signature}"
+            )
+            return url, expiry
+
+        return web.json_response({"data": {"media": retrieval.media_json(now, url_for)}})
+
+    async def _media_file(self, request: web.Request) -> web.Response:
+        retrieval = self.retrievals.get(request.match_info["retrieval"])
+        media_input = request.match_info["file"].removesuffix(".jpg")
+        expires = request.query.get("expires", "")
+        signature = request.query.get("signature", "")
+        if (
+            retrieval is None
+            or not expires.isdigit()
+            or not hmac.compare_digest(
+                signature, self._sign(retrieval.retrieval_id, media_input, int(expires))
+            )
+        ):
+            return _s3_error("SignatureDoesNotMatch", "The request signature we calculated "
+                             "does not match the signature you provided.")  # fmt: skip
+        now = self.world.clock.now_ms()
+        if now >= int(expires) * 1000:
+            return _s3_error("AccessDenied", "Request has expired")
+        if retrieval.status(media_input, now) != AVAILABLE:
+            return _s3_error("NoSuchKey", "The specified key does not exist.", 404)
+        self.media_downloads += 1
+        image = dashcam_jpeg(media_input == "dashcamDriverFacing", shade=retrieval.shade)
+        return web.Response(body=image, content_type="image/jpeg")
+
+    def _sign(self, retrieval_id: str, media_input: str, expires: int) -> str:
+        message = f"{retrieval_id}/{media_input}/{expires}".encode()
+        return hmac.new(self._url_secret, message, hashlib.sha256).hexdigest()[:32]
+
     async def _not_found(self, request: web.Request) -> web.Response:
         path = request.path.removeprefix(PREFIX)
-        if path in (PATH_VEHICLES, PATH_FEED, PATH_SNAPSHOT):
+        if path in (PATH_VEHICLES, PATH_FEED, PATH_SNAPSHOT, PATH_MEDIA_RETRIEVAL):
             response = _error(405, f"Method {request.method} not allowed")
-            response.headers["Allow"] = "GET"
+            response.headers["Allow"] = _ALLOWED.get(path, "GET")
             return response
         return _error(404, "Not Found")
 
@@ -289,6 +431,27 @@ def _latest_until(samples: list[Sample[Any]], until: int) -> list[Sample[Any]]:
         if sample.revision <= until:
             return [sample]
     return []
+
+
+def _rfc3339(raw: object, name: str) -> int:
+    if not isinstance(raw, str) or not raw:
+        raise _ApiError(400, f"Parameter '{name}' is required (RFC 3339)")
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise _ApiError(400, f"Invalid value for {name}: {raw!r} is not RFC 3339") from None
+    if value.tzinfo is None:
+        raise _ApiError(400, f"Invalid value for {name}: {raw!r} has no time zone")
+    return int(value.timestamp() * 1000)
+
+
+def _s3_error(code: str, message: str, status: int = 403) -> web.Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        f"<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>"
+    )
+    return web.Response(status=status, text=body, content_type="application/xml")
 
 
 def _take(vehicles: Iterable[SimVehicle], limit: int) -> tuple[list[SimVehicle], bool]:

@@ -2,11 +2,20 @@
 
 Speeds are served in mph and odometers in metres, as Samsara does; the world
 itself keeps km/h.
+
+Camera media retrievals (`MediaRetrieval`) answer with Samsara's media statuses:
+`requested` (the device has not picked the request up yet), `pending` (it is
+uploading), then `available` with `urlInfo` and `availableAtTime`, or `invalid`
+(the device has no such input: no vehicle has an analog camera, and every fourth
+has no driver-facing one). NOTES.md says "until status is done": Samsara's
+vocabulary for done is `available`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.simulator import geo
@@ -92,3 +101,60 @@ def gps_json(sample: Sample[Fix]) -> dict[str, Any]:
         "reverseGeo": {"formattedLocation": geo.fake_address(fix.latitude, fix.longitude)},
         "isEcuSpeed": False,
     }
+
+
+# --- camera media retrieval ------------------------------------------------------
+
+MEDIA_INPUTS = ("dashcamRoadFacing", "dashcamDriverFacing", "analog")
+REQUESTED, PENDING, AVAILABLE, INVALID = "requested", "pending", "available", "invalid"
+
+
+def camera_inputs(vehicle: SimVehicle) -> frozenset[str]:
+    """The camera inputs a vehicle's dashcam has."""
+    if vehicle.seq % 4 == 0:
+        return frozenset({"dashcamRoadFacing"})
+    return frozenset({"dashcamRoadFacing", "dashcamDriverFacing"})
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRetrieval:
+    """One `POST /cameras/media/retrieval`: an image per requested input."""
+
+    retrieval_id: str
+    vehicle_id: str
+    inputs: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+    pending_ms: int  # requested -> pending: the device picked the request up
+    available_ms: int  # pending -> available: the image is uploaded
+    has: frozenset[str]  # the inputs the device has
+    shade: int
+
+    def status(self, media_input: str, now_ms: int) -> str:
+        if now_ms < self.pending_ms:
+            return REQUESTED
+        if media_input not in self.has:
+            return INVALID
+        return PENDING if now_ms < self.available_ms else AVAILABLE
+
+    def media_json(
+        self, now_ms: int, url_for: Callable[[str], tuple[str, int]]
+    ) -> list[dict[str, Any]]:
+        """The `media` list; `url_for(input)` signs a URL: (url, expiry ms)."""
+        media = []
+        for media_input in self.inputs:
+            status = self.status(media_input, now_ms)
+            entry: dict[str, Any] = {
+                "input": media_input,
+                "mediaType": "image",
+                "status": status,
+                "startTime": format_time(self.start_ms),
+                "endTime": format_time(self.end_ms),
+                "vehicleId": self.vehicle_id,
+            }
+            if status == AVAILABLE:
+                url, expiry_ms = url_for(media_input)
+                entry["availableAtTime"] = format_time(self.available_ms)
+                entry["urlInfo"] = {"url": url, "urlExpiryTime": format_time(expiry_ms)}
+            media.append(entry)
+        return media

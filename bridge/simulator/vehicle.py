@@ -375,7 +375,9 @@ class SimVehicle:
             self.latitude = self.latitude if forced.latitude is None else forced.latitude
             self.longitude = self.longitude if forced.longitude is None else forced.longitude
             if self.waypoints:
-                self.waypoints = self.city.route((self.latitude, self.longitude), self.waypoints[-1])
+                self.waypoints = self.city.route(
+                    (self.latitude, self.longitude), self.waypoints[-1]
+                )
             self.step_ms = max(self.step_ms, at_ms)
             self._record_fix(at_ms)
         if forced.fuel_percent is not None:

@@ -348,7 +348,9 @@ def _baseline_jpeg(width: int, height: int, levels: list[int]) -> bytes:
         b"\xff\xd8",
         _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),
         _segment(0xDB, b"\x00" + b"\x01" * 64),
-        _segment(0xC0, bytes((8, height >> 8, height & 255, width >> 8, width & 255, 1, 1, 0x11, 0))),
+        _segment(
+            0xC0, bytes((8, height >> 8, height & 255, width >> 8, width & 255, 1, 1, 0x11, 0))
+        ),
         _segment(0xC4, b"\x00" + _DC_COUNTS + bytes(range(12))),
         _segment(0xC4, b"\x10" + _AC_COUNTS + b"\x00"),
         _segment(0xDA, bytes((1, 1, 0x00, 0, 63, 0))),

@@ -460,6 +460,149 @@ async def test_injected_faults_fail_the_next_requests_like_samsara(
     assert (await call(session, url)).status == 200
 
 
+# --- camera stills ------------------------------------------------------------------
+
+MEDIA = "/cameras/media/retrieval"
+
+
+async def media_call(
+    session: aiohttp.ClientSession,
+    server: SimulatorServer,
+    method: str = "GET",
+    body: Any = None,
+    **params: str,
+) -> Reply:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = server.samsara_url + MEDIA
+    async with session.request(method, url, headers=headers, json=body, params=params) as resp:
+        return Reply(resp.status, dict(resp.headers), await resp.read())
+
+
+def still_request(vehicle_id: str, *inputs: str) -> dict[str, Any]:
+    at = "2025-03-03T05:59:00Z"
+    return {"vehicleId": vehicle_id, "startTime": at, "endTime": at,
+            "inputs": list(inputs), "mediaType": "image"}  # fmt: skip
+
+
+async def test_a_camera_still_goes_from_requested_to_available_with_an_expiring_url(
+    session: aiohttp.ClientSession,
+) -> None:
+    time = FakeMonotonic()
+    async with simulator(vehicles=4, monotonic=time) as server:
+        vehicle_id = server.world.ids()[0]
+        inputs = ("dashcamRoadFacing", "dashcamDriverFacing", "analog")
+        created = await media_call(session, server, "POST", still_request(vehicle_id, *inputs))
+        assert created.status == 200
+        retrieval_id = created.json()["data"]["retrievalId"]
+
+        async def media() -> list[dict[str, Any]]:
+            time.now += 0.25  # a client that keeps under 5 status calls a second
+            reply = await media_call(session, server, retrievalId=retrieval_id)
+            assert reply.status == 200, reply.body
+            entries: list[dict[str, Any]] = reply.json()["data"]["media"]
+            assert [m["input"] for m in entries] == list(inputs)
+            for entry in entries:
+                assert (entry["vehicleId"], entry["mediaType"]) == (vehicle_id, "image")
+                assert feed_time(entry["startTime"]) == START - timedelta(minutes=1)
+                assert ("urlInfo" in entry) is (entry["status"] == "available")
+            return entries
+
+        assert [m["status"] for m in await media()] == ["requested"] * 3
+        server.clock.advance(5)
+        assert [m["status"] for m in await media()] == ["pending", "pending", "invalid"]
+        server.clock.advance(24)
+        assert [m["status"] for m in await media()] == ["pending", "pending", "invalid"]
+        server.clock.advance(1)
+        road, driver, analog = await media()
+        assert (road["status"], driver["status"], analog["status"]) == (
+            "available", "available", "invalid"
+        )  # fmt: skip
+        assert feed_time(road["availableAtTime"]) == START + timedelta(seconds=30)
+        expiry = feed_time(road["urlInfo"]["urlExpiryTime"])
+        assert expiry == server.clock.now() + timedelta(hours=8)
+        images = []
+        for entry in (road, driver):
+            async with session.get(entry["urlInfo"]["url"]) as image:  # no token: signed
+                assert image.status == 200
+                assert image.content_type == "image/jpeg"
+                images.append(await image.read())
+        assert all(i.startswith(b"\xff\xd8") and i.endswith(b"\xff\xd9") for i in images)
+        assert images[0] != images[1]  # road and cabin
+
+        url = road["urlInfo"]["url"]
+        async with session.get(url.replace("signature=", "signature=0")) as forged:
+            assert forged.status == 403
+        server.clock.advance(8 * 3600)
+        async with session.get(url) as stale:
+            assert stale.status == 403
+            assert "Request has expired" in await stale.text()
+        fresh, _, _ = await media()  # every poll signs a new URL
+        async with session.get(fresh["urlInfo"]["url"]) as again:
+            assert again.status == 200
+
+        # Every fourth vehicle has no driver-facing camera.
+        no_cabin = server.world.ids()[3]
+        other = await media_call(session, server, "POST",
+                                 still_request(no_cabin, "dashcamDriverFacing"))  # fmt: skip
+        server.clock.advance(30)
+        time.now += 1
+        reply = await media_call(session, server, retrievalId=other.json()["data"]["retrievalId"])
+        assert [m["status"] for m in reply.json()["data"]["media"]] == ["invalid"]
+        assert server.samsara.stats()["media_downloads"] == 3
+
+
+async def test_media_retrieval_checks_requests_and_has_limits_of_its_own(
+    session: aiohttp.ClientSession,
+) -> None:
+    time = FakeMonotonic()
+    async with simulator(vehicles=2, monotonic=time) as server:
+        vehicle_id = server.world.ids()[0]
+        good = still_request(vehicle_id, "dashcamRoadFacing")
+        refused_bodies: list[Any] = [
+            [],
+            {**good, "inputs": []},
+            {**good, "inputs": ["rearCamera"]},
+            {**good, "mediaType": "videoHighRes"},
+            {**good, "startTime": "yesterday"},
+            {**good, "endTime": "2025-03-03T05:00:00Z"},  # before the start
+            {key: value for key, value in good.items() if key != "vehicleId"},
+        ]
+        for body in refused_bodies:
+            reply = await media_call(session, server, "POST", body)
+            assert reply.status == 400, body
+            assert set(reply.json()) == {"message", "requestId"}
+        assert (await media_call(session, server, "POST", {**good, "vehicleId": "1"})).status == 404
+        assert (await media_call(session, server)).status == 400
+        assert (await media_call(session, server, retrievalId="nope")).status == 404
+        wrong = await media_call(session, server, "DELETE")
+        assert (wrong.status, wrong.headers["Allow"]) == (405, "GET, POST")
+
+        # Status: 5 a second per token.
+        retrieval_id = (await media_call(session, server, "POST", good)).json()["data"][
+            "retrievalId"
+        ]
+        time.now += 1
+        for _ in range(5):
+            assert (await media_call(session, server, retrievalId=retrieval_id)).status == 200
+            time.now += 0.1
+        refused = await media_call(session, server, retrievalId=retrieval_id)
+        assert refused.status == 429
+        assert float(refused.headers["Retry-After"]) == pytest.approx(0.5, abs=1e-4)
+        assert (await call(session, server.samsara_url + "/fleet/vehicles")).status == 200
+
+        # Create: 100 a minute per token; refused requests count too.
+        used = len(refused_bodies) + 2  # and the unknown vehicle and the good one
+        for _ in range(100 - used):
+            assert (await media_call(session, server, "POST", good)).status == 200
+            time.now += 0.05
+        refused = await media_call(session, server, "POST", good)
+        assert refused.status == 429
+        assert float(refused.headers["Retry-After"]) == pytest.approx(1060 - time.now, abs=1e-3)
+        time.now = 1060.0
+        assert (await media_call(session, server, "POST", good)).status == 200
+        assert len(server.samsara.retrievals) == 1 + (100 - used) + 1
+
+
 # --- a whole day ----------------------------------------------------------------------
 
 
