@@ -169,3 +169,73 @@ async def test_writes_are_denied_unless_the_config_allows_them(
     assert answer["status"] == "error"
     assert "not allowed" in answer["error"]
     assert "commands.allow" in answer["error"]
+
+
+def snapshot_request(vehicle: str, transaction: str) -> bytes:
+    return json.dumps(
+        {"transaction": transaction, "account": "fleet", "vehicle": vehicle, "camera": "road"}
+    ).encode()
+
+
+async def test_a_snapshot_is_taken_once_and_its_url_published(
+    mosquitto: Mosquitto, recorder: Recorder, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    vehicle = simulator.world.ids()[0]
+    topic = f"fleet/fleet/{vehicle}/snapshot"
+    async with running(make_config(mosquitto, simulator, tmp_path)) as bridge:
+        await bridge.pollers["fleet"].wait_polls(1)
+        # The same transaction twice (a client retry, a QoS 1 redelivery).
+        await publish(mosquitto, "fleet/bridge/request/snapshot", snapshot_request(vehicle, "s-1"))
+        await publish(mosquitto, "fleet/bridge/request/snapshot", snapshot_request(vehicle, "s-1"))
+        await recorder.wait_for(lambda: len(answers(recorder, "snapshot")) == 2)
+        first, second = answers(recorder, "snapshot")
+        assert first == second
+        assert first["status"] == "ok"
+        assert first["data"]["state"] == "pending"
+        assert json.loads(recorder.retained[topic])["status"] == "pending"
+        # The provider's media turns available as simulated time passes.
+        simulator.clock.advance(60)
+        await recorder.wait_for(
+            lambda: json.loads(recorder.retained.get(topic, b"{}")).get("status") == "confirmed"
+        )
+        snapshot = json.loads(recorder.retained[topic])
+        assert snapshot["url"].startswith(simulator.base_url)
+        assert snapshot["camera"] == "road"
+    assert simulator.samsara.stats()["media_retrievals"] == 1
+
+
+async def test_a_command_accepted_before_a_crash_is_finished_after_the_restart(
+    mosquitto: Mosquitto, recorder: Recorder, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    from bridge.store import JournalEntry, Store
+
+    vehicle = simulator.world.ids()[0]
+    config = make_config(mosquitto, simulator, tmp_path)
+    # What a crash between "accepted" and "sent to the provider" leaves behind.
+    with Store(config.store.path) as store:
+        store.journal_accept(
+            JournalEntry(
+                key="fleet/before-crash",
+                command="snapshot",
+                account="fleet",
+                vehicle=vehicle,
+                order_ref=None,
+                transaction_id="before-crash",
+                body=json.dumps({"account": "fleet", "vehicle": vehicle, "camera": "road"}),
+                status="accepted",
+                handle=None,
+                response=None,
+                created_at=0.0,
+                updated_at=0.0,
+            )
+        )
+    async with running(config):
+        await recorder.wait_for(lambda: len(answers(recorder, "snapshot")) == 1)
+    answer = answers(recorder, "snapshot")[0]
+    assert answer["transaction"] == "before-crash"
+    assert answer["status"] == "ok"
+    assert simulator.samsara.stats()["media_retrievals"] == 1
+    with Store(config.store.path) as store:
+        entry = store.journal_get("fleet/before-crash")
+        assert entry is not None
+        assert entry.status in ("pending", "confirmed")
