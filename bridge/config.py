@@ -41,9 +41,26 @@ from bridge.mqtt.topics import RESERVED_ACCOUNT_ID
 from bridge.planner import Cadence
 from bridge.providers.fleetize import BASE_URL as FLEETIZE_URL
 from bridge.providers.fleetize import FleetizeSettings
+from bridge.providers.http import USER_AGENT
+from bridge.providers.metrotec import API_VERSION as METROTEC_API_VERSION
+from bridge.providers.metrotec import BASE_URL as METROTEC_URL
+from bridge.providers.metrotec import DEFAULT_TIMEZONE as METROTEC_TIMEZONE
+from bridge.providers.metrotec import PATHS as METROTEC_PATHS
+from bridge.providers.metrotec import MetrotecSettings
 from bridge.providers.samsara import BASE_URLS, FEED_MIN_INTERVAL_S, SamsaraSettings
 from bridge.providers.telemax import BASE_URL as TELEMAX_URL
 from bridge.providers.telemax import TelemaxSettings
+from bridge.providers.tracksafe365 import (
+    BUDGET_PER_DAY,
+    BUDGET_PER_MINUTE,
+    PRODUCTION_URL,
+    SANDBOX,
+    SANDBOX_URL,
+    TracksafeSettings,
+    effective_plan,
+    key_environment,
+    plan_budgets,
+)
 from bridge.quota import Budget, apply_overrides
 
 Loc: TypeAlias = tuple[str | int, ...]
@@ -239,7 +256,7 @@ class _AccountBase(_Model):
     def _token(cls, value: SecretStr) -> SecretStr:
         return _check_secret(value)
 
-    @field_validator("base_url", check_fields=False)
+    @field_validator("base_url", "sandbox_url", check_fields=False)
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None:
@@ -335,6 +352,165 @@ class TelemaxAccount(_AccountBase):
         )
 
 
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+
+
+class MetrotecAccount(_AccountBase):
+    """One Metrotec account: a username and password, or an API key."""
+
+    provider: Literal["metrotec"]
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    api_version: str = METROTEC_API_VERSION
+    user_agent: str | None = None
+    timezone: str = METROTEC_TIMEZONE
+    # A poll is 3 calls (4 with the vehicle list) against the 60-a-minute default.
+    poll_interval: Annotated[float, Field(ge=10)] = 30.0
+    paths: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("password", "api_key")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else _check_secret(value)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        return None if value is None else _check_not_blank(value)
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _VERSION.fullmatch(value):
+            raise _invalid("must be a version X.Y.Z such as 1.1.0")
+        return value
+
+    @field_validator("user_agent")
+    @classmethod
+    def _user_agent(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.strip() or not all(" " <= char <= "~" for char in value)
+        ):
+            raise _invalid("must be printable ASCII text that names your integration")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _invalid("must be an IANA time zone such as Europe/Tallinn") from None
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, path in value.items():
+            if name not in METROTEC_PATHS:
+                known = ", ".join(METROTEC_PATHS)
+                raise _invalid(f"unknown path name '{name}' (known: {known})")
+            if not path.startswith("/"):
+                raise _invalid(f"the path of '{name}' must start with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_login(self) -> MetrotecAccount:
+        if self.api_key is not None:
+            if self.username is not None or self.password is not None:
+                raise _invalid("give either api_key, or username and password, not both")
+        elif self.username is None or self.password is None:
+            raise _invalid("needs api_key, or username and password")
+        return self
+
+    def cadence_plan(self) -> Cadence:
+        return self.cadence_settings(self.poll_interval, 10.0)
+
+    def provider_settings(self) -> MetrotecSettings:
+        return MetrotecSettings(
+            base_url=self.base_url or METROTEC_URL,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+            api_key=self.api_key.get_secret_value() if self.api_key else None,
+            api_version=self.api_version,
+            user_agent=self.user_agent or USER_AGENT,
+            request_timeout=self.request_timeout,
+            timezone=self.timezone,
+            paths=dict(self.paths),
+        )
+
+
+class TracksafeAccount(_AccountBase):
+    """One TrackSafe365 organisation, reached with one API key."""
+
+    provider: Literal["tracksafe365"]
+    api_key: SecretStr
+    base_url: str | None = None
+    sandbox_url: str | None = None
+    plan: Literal["sandbox", "starter", "growth", "enterprise"] | None = None
+    # A poll is 3 calls per 500 vehicles (4 with the vehicle list).
+    poll_interval: Annotated[float, Field(ge=10)] = 30.0
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        _check_secret(value)
+        if key_environment(value.get_secret_value()) is None:
+            raise _invalid(
+                "must be a TrackSafe365 key: ts365_live_... (production), "
+                "ts365_test_... (sandbox) or ts365_rk_... (restricted)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _plan_budgets(self) -> TracksafeAccount:
+        """The plan's limits become the defaults of `quota.budgets` (the user's
+        own values win); Enterprise limits are custom, so the user must give them."""
+        key = self.api_key.get_secret_value()
+        if key_environment(key) == SANDBOX and self.plan not in (None, "sandbox"):
+            raise _invalid(
+                f"plan '{self.plan}' does not apply: ts365_test_ keys are on the Sandbox plan"
+            )
+        plan = effective_plan(key, self.plan)
+        budgets = dict(self.quota.budgets)
+        defaults = plan_budgets(plan)
+        if defaults is None:
+            missing = [
+                name
+                for name in (BUDGET_PER_MINUTE, BUDGET_PER_DAY)
+                if name not in budgets or budgets[name].limit is None
+            ]
+            if missing:
+                raise _invalid(
+                    f"plan '{plan}' has no published limits: set "
+                    + " and ".join(f"quota.budgets.{name}.limit" for name in missing)
+                    + " to your contract's (for a day without a limit, a number you never reach)"
+                )
+            return self
+        for budget in defaults:
+            given = budgets.get(budget.name)
+            if given is None:
+                budgets[budget.name] = BudgetOverride(limit=budget.limit)
+            elif given.limit is None:
+                budgets[budget.name] = given.model_copy(update={"limit": budget.limit})
+        quota = self.quota.model_copy(update={"budgets": budgets})
+        return self.model_copy(update={"quota": quota})
+
+    def cadence_plan(self) -> Cadence:
+        return self.cadence_settings(self.poll_interval, 10.0)
+
+    def provider_settings(self) -> TracksafeSettings:
+        return TracksafeSettings(
+            api_key=self.api_key.get_secret_value(),
+            base_url=self.base_url or PRODUCTION_URL,
+            sandbox_url=self.sandbox_url or SANDBOX_URL,
+            request_timeout=self.request_timeout,
+            plan=self.plan,
+        )
+
+
 def _check_secret(value: SecretStr) -> SecretStr:
     secret = value.get_secret_value()
     if not secret.strip():
@@ -369,7 +545,9 @@ def _provider_of(value: Any) -> str | None:
 Account: TypeAlias = Annotated[
     Annotated[SamsaraAccount, Tag("samsara")]
     | Annotated[FleetizeAccount, Tag("fleetize")]
-    | Annotated[TelemaxAccount, Tag("telemax")],
+    | Annotated[TelemaxAccount, Tag("telemax")]
+    | Annotated[MetrotecAccount, Tag("metrotec")]
+    | Annotated[TracksafeAccount, Tag("tracksafe365")],
     Discriminator(_provider_of),
 ]
 

@@ -8,8 +8,10 @@ import aiohttp
 
 from bridge.providers.base import Provider
 from bridge.providers.fleetize import FleetizeProvider, FleetizeSettings
+from bridge.providers.metrotec import MetrotecProvider, MetrotecSettings
 from bridge.providers.samsara import SamsaraProvider, SamsaraSettings
 from bridge.providers.telemax import TelemaxProvider, TelemaxSettings
+from bridge.providers.tracksafe365 import TracksafeProvider, TracksafeSettings
 from bridge.quota import Budget, Quota
 
 # provider name (the `provider:` value in config) -> (client class, settings class)
@@ -17,6 +19,8 @@ REGISTRY: dict[str, tuple[type[Any], type[Any]]] = {
     SamsaraProvider.name: (SamsaraProvider, SamsaraSettings),
     FleetizeProvider.name: (FleetizeProvider, FleetizeSettings),
     TelemaxProvider.name: (TelemaxProvider, TelemaxSettings),
+    MetrotecProvider.name: (MetrotecProvider, MetrotecSettings),
+    TracksafeProvider.name: (TracksafeProvider, TracksafeSettings),
 }
 
 

@@ -15,12 +15,14 @@ from bridge.config import (
     CommandRule,
     CommandsConfig,
     FleetizeAccount,
+    MetrotecAccount,
     MqttConfig,
     QuotaConfig,
     SamsaraAccount,
     StoreConfig,
     TelemaxAccount,
     TlsConfig,
+    TracksafeAccount,
     load_config,
     parse_config,
 )
@@ -66,7 +68,14 @@ def write(path: Path, text: str) -> Path:
 def test_example_config_loads_and_targets_the_simulator(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for variable in ("SAMSARA_TOKEN", "FLEETIZE_TOKEN", "TELEMAX_API_KEY"):
+    for variable in (
+        "SAMSARA_TOKEN",
+        "FLEETIZE_TOKEN",
+        "TELEMAX_API_KEY",
+        "METROTEC_USERNAME",
+        "METROTEC_PASSWORD",
+        "TRACKSAFE365_API_KEY",
+    ):
         monkeypatch.delenv(variable, raising=False)
     config = load_config(EXAMPLE)
 
@@ -74,7 +83,7 @@ def test_example_config_loads_and_targets_the_simulator(
     assert config.mqtt.port == 1883
     assert config.mqtt.tls is None
     assert config.store.path == EXAMPLE.parent / "fleet-bridge.sqlite"
-    samsara, fleetize, telemax = config.accounts
+    samsara, fleetize, telemax, metrotec, tracksafe365 = config.accounts
     assert isinstance(samsara, SamsaraAccount)
     assert samsara.id == "demo-samsara"
     settings = samsara.provider_settings()
@@ -85,7 +94,17 @@ def test_example_config_loads_and_targets_the_simulator(
     assert fleetize.provider_settings().base_url == "http://127.0.0.1:8765/fleetize/v2"
     assert isinstance(telemax, TelemaxAccount)
     assert telemax.provider_settings().base_url == "http://127.0.0.1:8765/telemax"
-    assert config.secrets() == ["demo-samsara-token", "demo-fleetize-token", "demo-telemax-key"]
+    assert isinstance(metrotec, MetrotecAccount)
+    assert metrotec.provider_settings().base_url == "http://127.0.0.1:8765/metrotec/api"
+    assert isinstance(tracksafe365, TracksafeAccount)
+    assert tracksafe365.provider_settings().base_url == "http://127.0.0.1:8765/tracksafe365/v2"
+    assert config.secrets() == [
+        "demo-samsara-token",
+        "demo-fleetize-token",
+        "demo-telemax-key",
+        "demo-metrotec-password",
+        "ts365_live_demo",
+    ]
 
 
 def test_example_config_takes_the_token_from_the_environment(
@@ -105,6 +124,8 @@ def test_example_config_takes_the_token_from_the_environment(
         SamsaraAccount,
         FleetizeAccount,
         TelemaxAccount,
+        MetrotecAccount,
+        TracksafeAccount,
         QuotaConfig,
         CadenceConfig,
         CommandsConfig,
@@ -174,7 +195,7 @@ def test_config_is_frozen() -> None:
 
 
 def test_providers_are_listed() -> None:
-    assert PROVIDERS == ("samsara", "fleetize", "telemax")
+    assert PROVIDERS == ("samsara", "fleetize", "telemax", "metrotec", "tracksafe365")
 
 
 # --- error messages --------------------------------------------------------------------
@@ -285,7 +306,7 @@ def test_unknown_provider() -> None:
     text = "accounts:\n  - provider: foo\n    id: demo\n    token: abc\n"
     assert problems_of(text) == [
         "accounts[0].provider (line 2): unknown provider 'foo' "
-        "(expected one of: samsara, fleetize, telemax)"
+        "(expected one of: samsara, fleetize, telemax, metrotec, tracksafe365)"
     ]
 
 

@@ -174,8 +174,10 @@ async def test_a_blocked_fleetize_token_stops_that_account_and_says_what_to_do(
         )
         assert "FLEETIZE support" in status("depot")["error"]
         await recorder.wait_for(
-            lambda: json_of(recorder, "fleet/depot/quota").get("available") is False
-            and json_of(recorder, "fleet/au/quota").get("available") is True
+            lambda: (
+                json_of(recorder, "fleet/depot/quota").get("available") is False
+                and json_of(recorder, "fleet/au/quota").get("available") is True
+            )
         )
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1

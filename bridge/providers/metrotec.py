@@ -1,0 +1,737 @@
+"""Metrotec: last positions, fuel tanks and route tasks around Tallinn; lights and
+reporting intervals through vehicle events; tasks keyed by their unique order_ref.
+
+Every request carries `Accept: application/json; version=X.Y.Z` and an identifying
+`User-Agent` (the API refuses it otherwise). Auth is a username and password
+exchanged for a JWT (cached in the checkpoint, renewed before it expires and once
+on a 401) or an API key used as the Bearer token as it is. In position records
+`Xpos` is the LONGITUDE and `Ypos` the LATITUDE; times are UTC text without a zone,
+except fields named `...LocalTime`, which are in the account's time zone.
+
+A poll is three calls whatever the fleet's size (last positions, fuel tanks, the
+active tasks of every vehicle), four when the vehicle list is re-read. The
+documentation shows bodies but few paths: the paths are in `PATHS` and can be
+corrected per account (`MetrotecSettings.paths`) without a code change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiohttp
+from yarl import URL
+
+from bridge.errors import ProviderAuthError, ProviderDataError, ProviderError
+from bridge.model import (
+    Capability,
+    CommandResult,
+    CommandStatus,
+    PollPlan,
+    Position,
+    Priority,
+    Task,
+    TaskChange,
+    TaskStatus,
+    Update,
+    VehicleState,
+    parse_time,
+    utc_now,
+)
+from bridge.providers.http import USER_AGENT, HttpClient, Response, RetryPolicy
+from bridge.providers.parse import integer, number, text, valid_coordinates
+from bridge.quota import Budget, BudgetKind, Quota
+
+_LOGGER = logging.getLogger(__name__)
+
+# --- Endpoints, limits and units, in one place (metrotec.txt, NOTES.md) ------------
+BASE_URL = "https://api.metrotec.ee/api"
+API_VERSION = "1.1.0"  # the newest version metrotec.txt shows
+DEFAULT_TIMEZONE = "Europe/Tallinn"  # the account's zone, for `...LocalTime` fields
+#: name -> (method, path under the API root). Only /routelog/ is documented; the
+#: rest are the paths we know from the simulator: correct them in `paths:`.
+PATHS: dict[str, tuple[str, str]] = {
+    "token": ("POST", "/token/"),
+    "objects": ("GET", "/objects/"),
+    "settings": ("GET", "/objects/settings/"),
+    "create_event": ("POST", "/objects/events/"),
+    "last_positions": ("GET", "/lastpositions/"),
+    "last_position": ("GET", "/lastpositions/{object_id}/"),
+    "fuel": ("GET", "/fuel/"),
+    "fuel_refill": ("GET", "/fuel/refill/"),
+    "tasks": ("GET", "/routetasks/"),
+    "create_task": ("POST", "/routetasks/"),
+    "task": ("GET", "/routetasks/{id}/"),
+    "update_task": ("PATCH", "/routetasks/{id}/"),
+    "routelog": ("GET", "/routelog/"),
+}
+# Metrotec publishes no rate limit. One call a second on average is what a
+# Django REST API comfortably serves per user, and a poll costs 3-4 calls, so
+# a 30 s poll uses about 8 of these 60 and leaves the rest to commands. Raise it
+# in `quota.budgets.per_account` if Metrotec grants more; 429s are honoured anyway.
+DEFAULT_BUDGETS = (Budget("per_account", BudgetKind.WINDOW, limit=60, period=60.0),)
+# Renew a JWT this long before it expires (at most a tenth of its lifetime).
+TOKEN_MARGIN = timedelta(minutes=5)
+# Position records (the meanings of the counters are not documented: these are
+# the simulator's and match the examples): Counter1 km, Counter2 engine hours,
+# Input bit 0 the ignition, Power the vehicle's voltage, BatLevel the tracker's.
+ODOMETER_FIELD = "Counter1"
+ENGINE_HOURS_FIELD = "Counter2"
+IGNITION_INPUT_BIT = 0
+# Fuel-tank records: Counter1 is the litres in the tank, tank_vol its capacity.
+FUEL_LITRES_FIELD = "Counter1"
+TANK_VOLUME_FIELD = "tank_vol"
+# Vehicle events.
+EVENT_REPORTING_INTERVAL, EVENT_LIGHTS, EVENT_OTHER = 3, 4, 5
+LIGHTS_ON, LIGHTS_OFF = "ON", "OFF"
+# Route tasks: status codes and our names for them.
+TASK_STATUS_CODES: dict[TaskStatus, int] = {
+    TaskStatus.CREATED: 1,
+    TaskStatus.IN_PROGRESS: 2,
+    TaskStatus.COMPLETED: 3,
+    TaskStatus.REJECTED: 4,
+    TaskStatus.CANCELLED: 5,
+}
+TASK_STATUSES = {code: status for status, code in TASK_STATUS_CODES.items()}
+OPEN_TASK_CODES = frozenset({1, 2})
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # UTC, no zone
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True, slots=True)
+class MetrotecSettings:
+    """What the Metrotec client needs: a username and password, or an API key."""
+
+    base_url: str = BASE_URL
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    api_version: str = API_VERSION
+    user_agent: str = USER_AGENT
+    request_timeout: float = 30.0
+    timezone: str = DEFAULT_TIMEZONE
+    #: Corrections to `PATHS` (name -> path under the API root).
+    paths: Mapping[str, str] = field(default_factory=dict)
+
+
+class MetrotecApiError(ProviderError):
+    """Metrotec refused a request; `fields` holds its per-field messages (DRF style)."""
+
+    def __init__(self, message: str, status: int, fields: Mapping[str, list[str]]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.fields = dict(fields)
+
+
+@dataclass(slots=True)
+class MetrotecProvider:
+    """One Metrotec account."""
+
+    name: ClassVar[str] = "metrotec"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.POSITION,
+            Capability.SPEED,
+            Capability.ODOMETER,
+            Capability.FUEL_LEVEL,
+            Capability.FUEL_VOLUME,
+            Capability.IGNITION,
+            Capability.BATTERY_VOLTAGE,
+            Capability.ENGINE_HOURS,
+            Capability.DEVICE_BATTERY,
+            Capability.LIGHTS,
+            Capability.TASKS,
+        }
+    )
+    default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
+    poll_endpoint: ClassVar[str] = "last_positions"
+
+    session: aiohttp.ClientSession
+    settings: MetrotecSettings
+    quota: Quota | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _http: HttpClient = field(init=False)
+    _paths: dict[str, tuple[str, str]] = field(init=False)
+    _zone: ZoneInfo | None = field(default=None, init=False)
+    _states: dict[str, VehicleState] = field(default_factory=dict, init=False)
+    # Vehicles a command changed since the last poll (the next poll reports them).
+    _touched: set[str] = field(default_factory=set, init=False)
+    _token: str | None = field(default=None, init=False)
+    # When to log in again: a little before the JWT expires.
+    _token_renew_at: datetime | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        if not settings.api_key and not (settings.username and settings.password):
+            raise ValueError("Metrotec needs an api_key, or a username and a password")
+        unknown = set(settings.paths) - set(PATHS)
+        if unknown:
+            raise ValueError(f"unknown Metrotec paths: {', '.join(sorted(unknown))}")
+        self._paths = {
+            name: (method, settings.paths.get(name, path)) for name, (method, path) in PATHS.items()
+        }
+        try:
+            self._zone = ZoneInfo(settings.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            # Without the zone, local times are ignored rather than misread as UTC.
+            _LOGGER.warning("Metrotec: unknown time zone %r", settings.timezone)
+        self._http = HttpClient(
+            self.session,
+            "Metrotec",
+            timeout=settings.request_timeout,
+            retry=self.retry,
+            quota=self.quota,
+        )
+
+    # --- persistence -------------------------------------------------------
+    def checkpoint(self) -> dict[str, str]:
+        if not (self._token and self._token_renew_at) or self.settings.api_key:
+            return {}
+        # The JWT spares a login per restart; the password is never written.
+        return {
+            "token": self._token,
+            "token_renew_at": self._token_renew_at.isoformat(),
+            "token_for": self._token_owner(),
+        }
+
+    def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
+        self._states = {v.vehicle_id: v for v in vehicles}
+        self._token, self._token_renew_at = None, None
+        token, renew_at = checkpoint.get("token"), checkpoint.get("token_renew_at")
+        # A token of another user or server (the config changed) is not reused.
+        if not token or not renew_at or checkpoint.get("token_for") != self._token_owner():
+            return
+        try:
+            self._token_renew_at = datetime.fromisoformat(renew_at)
+        except ValueError:
+            return
+        self._token = token
+
+    async def close(self) -> None:
+        """Nothing to release: the session is injected."""
+
+    # --- polling -----------------------------------------------------------
+    async def poll(self, plan: PollPlan) -> Update:
+        priority = plan.priority
+        before = dict(self._states)
+        touched, self._touched = self._touched, set()
+        removed: list[str] = []
+        try:
+            if plan.refresh_vehicles or not self._states:
+                removed = await self._refresh_vehicle_list(priority)
+            for record in _records(await self._call("last_positions", priority)):
+                self._apply_position(record)
+            for record in _records(await self._call("fuel", priority)):
+                self._apply_fuel(record)
+            await self._refresh_tasks(priority)
+        except BaseException:
+            self._touched |= touched
+            raise
+        changed = [
+            state
+            for vid, state in self._states.items()
+            if before.get(vid) != state or vid in touched
+        ]
+        return Update(vehicles=changed, removed=removed)
+
+    async def _refresh_vehicle_list(self, priority: Priority) -> list[str]:
+        listed: dict[str, dict[str, Any]] = {}
+        for item in _records(await self._call("objects", priority)):
+            vid = text(item.get("id"))
+            if vid:
+                listed[vid] = item
+        removed = [vid for vid in self._states if vid not in listed]
+        for vid in removed:
+            del self._states[vid]
+        for vid, item in listed.items():
+            state = self._states.get(vid) or VehicleState(vehicle_id=vid, name=vid)
+            # The object id is the vehicle's registration number.
+            self._states[vid] = state.merged(name=text(item.get("alias")) or vid, plate=vid)
+        return removed
+
+    async def _refresh_tasks(self, priority: Priority) -> None:
+        """Every vehicle's active tasks in one call (limit=-1: all, all=0: active)."""
+        body = await self._call("tasks", priority, params={"limit": "-1", "all": "0"})
+        counts: dict[str, int] = {}
+        under_way: dict[str, tuple[datetime, str]] = {}
+        for task in _records(body):
+            vid = text(task.get("object_id"))
+            code = integer(task.get("status"))
+            if vid is None or code not in OPEN_TASK_CODES or task.get("active") is False:
+                continue
+            counts[vid] = counts.get(vid, 0) + 1
+            label = text(task.get("order_ref")) or text(task.get("task_description"))
+            if code == TASK_STATUS_CODES[TaskStatus.IN_PROGRESS] and label:
+                # Of several tasks under way, the one that was due first.
+                start = parse_time(task.get("start_time")) or datetime.max.replace(tzinfo=UTC)
+                if vid not in under_way or start < under_way[vid][0]:
+                    under_way[vid] = (start, label)
+        for vid, state in self._states.items():
+            current = under_way.get(vid)
+            self._states[vid] = state.merged(
+                active_tasks=counts.get(vid, 0), current_task=current[1] if current else None
+            )
+
+    # --- lights and reporting interval (vehicle events) -------------------------
+    async def set_lights(self, vehicle_id: str, on: bool, priority: Priority) -> CommandResult:
+        event = await self._create_event(
+            vehicle_id, EVENT_LIGHTS, LIGHTS_ON if on else LIGHTS_OFF, priority
+        )
+        return self._lights_result(vehicle_id, event)
+
+    async def lights_status(
+        self, vehicle_id: str, handle: str, priority: Priority
+    ) -> CommandResult:
+        event = await self._find_event(vehicle_id, handle, priority)
+        if event is None:
+            return _event_vanished(vehicle_id, handle)
+        return self._lights_result(vehicle_id, event)
+
+    async def reporting_intervals(self, vehicle_id: str, priority: Priority) -> list[str]:
+        """The reporting intervals the vehicle's tracker offers (`repInts`)."""
+        settings = await self._vehicle_settings(vehicle_id, priority)
+        if settings.get("hasRepInt") is False:
+            return []
+        values = settings.get("repInts")
+        return [v for v in map(text, values) if v] if isinstance(values, list) else []
+
+    async def set_reporting_interval(
+        self, vehicle_id: str, interval: str, priority: Priority
+    ) -> CommandResult:
+        """Ask the tracker to report every `interval` (one of its `repInts`, e.g.
+        "5MIN"); PENDING with the event id until the device has done it."""
+        offered = await self.reporting_intervals(vehicle_id, priority)
+        chosen = next((v for v in offered if v.upper() == interval.strip().upper()), None)
+        if chosen is None:
+            choices = ", ".join(offered) if offered else "none"
+            raise ProviderError(
+                f"Metrotec vehicle {vehicle_id} has no reporting interval {interval!r} "
+                f"(it offers: {choices})"
+            )
+        event = await self._create_event(vehicle_id, EVENT_REPORTING_INTERVAL, chosen, priority)
+        return _event_result(event, {"interval": chosen})
+
+    async def reporting_interval_status(
+        self, vehicle_id: str, handle: str, priority: Priority
+    ) -> CommandResult:
+        event = await self._find_event(vehicle_id, handle, priority)
+        if event is None:
+            return _event_vanished(vehicle_id, handle)
+        return _event_result(event, {"interval": text(event.get("description"))})
+
+    async def _create_event(
+        self, vehicle_id: str, event_type: int, description: str, priority: Priority
+    ) -> dict[str, Any]:
+        body = {"object_id": vehicle_id, "eventType": event_type, "description": description}
+        event = await self._call("create_event", priority, json_body=body)
+        if not isinstance(event, dict) or text(event.get("id") or event.get("ID")) is None:
+            raise ProviderDataError("Metrotec: the new vehicle event has no id")
+        return event
+
+    async def _find_event(
+        self, vehicle_id: str, handle: str, priority: Priority
+    ) -> dict[str, Any] | None:
+        settings = await self._vehicle_settings(vehicle_id, priority)
+        events = settings.get("events")
+        for event in events if isinstance(events, list) else []:
+            if isinstance(event, dict) and text(event.get("ID") or event.get("id")) == handle:
+                return event
+        return None
+
+    async def _vehicle_settings(self, vehicle_id: str, priority: Priority) -> dict[str, Any]:
+        body = await self._call("settings", priority, params={"object_id": vehicle_id})
+        if not isinstance(body, dict):
+            raise ProviderDataError("Metrotec: vehicle settings are not a JSON object")
+        return body
+
+    def _lights_result(self, vehicle_id: str, event: dict[str, Any]) -> CommandResult:
+        result = _event_result(event, {})
+        if result.status is CommandStatus.CONFIRMED:
+            on = text(event.get("description")) == LIGHTS_ON
+            result = CommandResult(result.status, handle=result.handle, data={"lights_on": on})
+            state = self._states.get(vehicle_id)
+            if state is not None and state.lights_on != on:
+                self._states[vehicle_id] = state.merged(lights_on=on)
+                self._touched.add(vehicle_id)
+        return result
+
+    # --- tasks -----------------------------------------------------------------
+    async def create_task(self, task: Task, priority: Priority) -> CommandResult:
+        body: dict[str, Any] = {
+            "object_id": task.vehicle_id,
+            "lat": task.latitude,
+            "lon": task.longitude,
+            "start_time": _utc_text(task.start_time),
+            "stop_time": _utc_text(task.stop_time),
+            "order_ref": task.order_ref,
+            "active": True,
+        }
+        if task.description:
+            body["task_description"] = task.description
+        if task.address:
+            body["task_address"] = task.address
+        # No contact fields on tasks: `order_details` is documented for "client
+        # name, etc.", so the contact goes there.
+        contact = ", ".join(v for v in (task.contact_name, task.contact_phone) if v)
+        if contact:
+            body["order_details"] = contact
+        try:
+            created = await self._call("create_task", priority, json_body=body)
+        except MetrotecApiError as err:
+            if err.status != 400 or "order_ref" not in err.fields:
+                raise
+            # order_ref is unique: a retry of a task that was created already.
+            existing = await self._task_by_order_ref(task.order_ref, priority)
+            if existing is None:
+                raise
+            return _existing_task(existing, task)
+        return _task_result(created, task.order_ref, existing=False)
+
+    async def update_task(self, change: TaskChange, priority: Priority) -> CommandResult:
+        found = await self._task_by_order_ref(change.order_ref, priority)
+        if found is None:
+            return CommandResult(
+                CommandStatus.FAILED,
+                error=f"Metrotec has no task with order_ref {change.order_ref!r}",
+            )
+        body: dict[str, Any] = {"edit": True}
+        if change.status is not None:
+            body["status"] = TASK_STATUS_CODES[change.status]
+        if change.start_time is not None:
+            body["start_time"] = _utc_text(change.start_time)
+        if change.stop_time is not None:
+            body["stop_time"] = _utc_text(change.stop_time)
+        if change.description is not None:
+            body["task_description"] = change.description
+        if change.vehicle_id is not None:
+            body["object_id"] = change.vehicle_id
+        updated = await self._call("update_task", priority, json_body=body, id=found["id"])
+        return _task_result(updated, change.order_ref, existing=None)
+
+    async def _task_by_order_ref(self, order_ref: str, priority: Priority) -> dict[str, Any] | None:
+        body = await self._call(
+            "tasks", priority, params={"order_ref": order_ref, "all": "1", "limit": "-1"}
+        )
+        # Filtered here too, in case an account's API ignores the filter.
+        for task in _records(body):
+            if text(task.get("order_ref")) == order_ref and text(task.get("id")):
+                return task
+        return None
+
+    # --- HTTP ----------------------------------------------------------------
+    async def _call(
+        self,
+        name: str,
+        priority: Priority,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        **path_args: Any,
+    ) -> Any:
+        method, path = self._paths[name]
+        path = path.format(**{k: quote(str(v), safe="") for k, v in path_args.items()})
+        url = URL(self.settings.base_url.rstrip("/") + "/" + path.lstrip("/"))
+        for attempt in (1, 2):
+            token = await self._bearer(priority)
+            response = await self._http.request(
+                method,
+                url,
+                headers={**self._headers(), "Authorization": f"Bearer {token}"},
+                params=params,
+                json_body=json_body,
+                endpoint=name,
+                priority=priority,
+                passthrough_statuses=frozenset({400, 401, 403, 404, 405, 406, 409, 422}),
+            )
+            if response.status == 401:
+                if self.settings.api_key:
+                    raise ProviderAuthError(
+                        f"Metrotec refused the API key (HTTP 401): {_describe(response)}"
+                    )
+                # An expired or revoked JWT: log in again, once.
+                self._token = None
+                if attempt == 2:
+                    raise ProviderAuthError(
+                        f"Metrotec refused a fresh token (HTTP 401): {_describe(response)}"
+                    )
+                continue
+            if response.status >= 400:
+                raise self._error(name, response)
+            return response.json()
+        raise AssertionError("unreachable")
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Accept": f"application/json; version={self.settings.api_version}",
+            "User-Agent": self.settings.user_agent,
+        }
+
+    def _error(self, name: str, response: Response) -> ProviderError:
+        status = response.status
+        fields = _field_errors(response)
+        reason = _describe(response)
+        if status == 403:
+            return ProviderAuthError(f"Metrotec denied access to {name} (HTTP 403): {reason}")
+        if status == 406:
+            message = (
+                f"Metrotec refused the Accept header (HTTP 406): {reason} "
+                f"(sent version {self.settings.api_version}; set api_version to one it takes)"
+            )
+        elif status == 404:
+            message = f"Metrotec: {name} not found (HTTP 404): {reason}"
+        elif status == 405:
+            message = f"Metrotec: wrong path or method for {name} (HTTP 405): {reason}"
+        else:
+            message = f"Metrotec refused {name} (HTTP {status}): {reason}"
+        return MetrotecApiError(message, status, fields)
+
+    async def _bearer(self, priority: Priority) -> str:
+        if self.settings.api_key:
+            return self.settings.api_key
+        now = self._now()
+        if self._token and self._token_renew_at is not None and now < self._token_renew_at:
+            return self._token
+        method, path = self._paths["token"]
+        response = await self._http.request(
+            method,
+            URL(self.settings.base_url.rstrip("/") + "/" + path.lstrip("/")),
+            headers=self._headers(),
+            json_body={"username": self.settings.username, "password": self.settings.password},
+            endpoint="token",
+            priority=priority,
+            passthrough_statuses=frozenset({400, 401, 403, 406}),
+        )
+        if response.status == 406:
+            raise self._error("token", response)
+        if response.status >= 400:
+            raise ProviderAuthError(
+                f"Metrotec refused the username or password (HTTP {response.status}): "
+                f"{_describe(response)}"
+            )
+        body = response.json()
+        token = body.get("jwt") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ProviderDataError("Metrotec: the login answer has no jwt")
+        lifetime = _token_lifetime(token, body.get("expires"), now)
+        margin = min(TOKEN_MARGIN, lifetime / 10)
+        self._token = token
+        self._token_renew_at = now + lifetime - margin
+        return token
+
+    def _token_owner(self) -> str:
+        return f"{self.settings.username}@{self.settings.base_url}"
+
+    def _now(self) -> datetime:
+        return self.quota.now() if self.quota is not None else utc_now()
+
+    # --- mapping into the model -------------------------------------------
+    def _state_for(self, record: dict[str, Any]) -> VehicleState | None:
+        """The state of a listed vehicle; records of others wait for the next
+        vehicle-list refresh (so a vehicle removed from the list stays removed)."""
+        vid = text(record.get("objectID"))
+        return self._states.get(vid) if vid is not None else None
+
+    def _apply_position(self, record: dict[str, Any]) -> None:
+        state = self._state_for(record)
+        if state is None:
+            return
+        changes: dict[str, Any] = {}
+        when = parse_time(record.get("GMTime"))
+        # Xpos is the longitude, Ypos the latitude.
+        lon, lat = number(record.get("Xpos")), number(record.get("Ypos"))
+        if lat is not None and lon is not None and valid_coordinates(lat, lon) and (lat or lon):
+            changes["position"] = Position(
+                latitude=lat, longitude=lon, time=when, heading=_heading(record.get("Heading"))
+            )
+            changes["speed_kmh"] = number(record.get("Speed"))
+        odometer = number(record.get(ODOMETER_FIELD))
+        if odometer is not None and odometer > 0:
+            changes["odometer_km"] = odometer
+        hours = number(record.get(ENGINE_HOURS_FIELD))
+        if hours is not None and hours > 0:  # 0: no engine-hour counter
+            changes["engine_hours"] = hours
+        inputs = integer(record.get("Input"))
+        if inputs is not None:
+            changes["ignition"] = bool(inputs >> IGNITION_INPUT_BIT & 1)
+        power = number(record.get("Power"))
+        if power is not None and power > 0:
+            changes["battery_voltage"] = power
+        device = number(record.get("BatLevel"))
+        if device is not None and device > 0:
+            changes["device_battery_voltage"] = device
+        seen = [t for t in (state.last_seen, when, self._local(record)) if t is not None]
+        if seen:
+            changes["last_seen"] = max(seen)
+        self._states[state.vehicle_id] = state.merged(**changes)
+
+    def _apply_fuel(self, record: dict[str, Any]) -> None:
+        state = self._state_for(record)
+        if state is None:
+            return
+        litres = number(record.get(FUEL_LITRES_FIELD))
+        if litres is None or litres < 0:
+            return
+        capacity = number(record.get(TANK_VOLUME_FIELD))
+        percent = None
+        if capacity is not None and capacity > 0:
+            percent = round(min(100.0, litres / capacity * 100), 1)
+        self._states[state.vehicle_id] = state.merged(fuel_volume_l=litres, fuel_percent=percent)
+
+    def _local(self, record: dict[str, Any]) -> datetime | None:
+        """When the tracker last reported, from the account-local time field."""
+        raw = record.get("LastCommunicationLocalTime")
+        if self._zone is None or not isinstance(raw, str):
+            return None
+        try:
+            value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=self._zone)
+        return value.astimezone(UTC)
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _records(body: Any) -> list[dict[str, Any]]:
+    if body is None:
+        return []
+    if isinstance(body, dict) and isinstance(body.get("results"), list):
+        body = body["results"]  # DRF's paginated form
+    if not isinstance(body, list):
+        raise ProviderDataError("Metrotec: expected a JSON list")
+    return [item for item in body if isinstance(item, dict)]
+
+
+def _heading(value: Any) -> float | None:
+    """`"357°"` -> 357.0."""
+    if isinstance(value, str):
+        match = _NUMBER.search(value)
+        return float(match.group()) % 360 if match else None
+    heading = number(value)
+    return None if heading is None else heading % 360
+
+
+def _utc_text(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def _token_lifetime(token: str, expires: Any, now: datetime) -> timedelta:
+    """How long a JWT lives, measured on the issuer's own clock when the token
+    says when it was issued (so a skewed clock cannot make it look expired)."""
+    claims = _jwt_claims(token)
+    issued, expiry = number(claims.get("iat")), number(expires) or number(claims.get("exp"))
+    if expiry is not None and expiry < 1e9:  # a lifetime in seconds, not a time
+        seconds = expiry
+    elif expiry is not None and issued is not None:
+        seconds = expiry - issued
+    elif expiry is not None:
+        seconds = expiry - now.timestamp()
+    else:
+        seconds = 3600.0
+    return timedelta(seconds=max(seconds, 60.0))
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (binascii.Error, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _field_errors(response: Response) -> dict[str, list[str]]:
+    try:
+        body = json.loads(response.body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    return {
+        str(key): [str(m) for m in value] if isinstance(value, list) else [str(value)]
+        for key, value in body.items()
+        if key != "detail"
+    }
+
+
+def _describe(response: Response) -> str:
+    """DRF's error body as one line that names every field: `{"detail": ...}` or
+    `{"<field>": [messages]}` (`non_field_errors` without its name)."""
+    try:
+        body = json.loads(response.body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return response.text() or "no reason given"
+    if not isinstance(body, dict):
+        return str(body)[:200]
+    parts = []
+    for key, value in body.items():
+        messages = value if isinstance(value, list) else [value]
+        joined = " ".join(
+            json.dumps(m, ensure_ascii=False) if isinstance(m, dict | list) else str(m)
+            for m in messages
+        )
+        parts.append(joined if key in ("detail", "non_field_errors") else f"{key}: {joined}")
+    return "; ".join(parts)[:500] or "no reason given"
+
+
+def _event_result(event: dict[str, Any], data: Mapping[str, Any]) -> CommandResult:
+    handle = text(event.get("ID") or event.get("id"))
+    if integer(event.get("handled")) == 1:
+        return CommandResult(CommandStatus.CONFIRMED, handle=handle, data=dict(data))
+    return CommandResult(CommandStatus.PENDING, handle=handle, data=dict(data))
+
+
+def _event_vanished(vehicle_id: str, handle: str) -> CommandResult:
+    return CommandResult(
+        CommandStatus.FAILED,
+        handle=handle,
+        error=f"Metrotec no longer lists event {handle} of vehicle {vehicle_id}",
+    )
+
+
+def _task_result(body: Any, order_ref: str, *, existing: bool | None) -> CommandResult:
+    if not isinstance(body, dict) or text(body.get("id")) is None:
+        raise ProviderDataError("Metrotec: the task answer has no id")
+    code = integer(body.get("status"))
+    status = TASK_STATUSES.get(code) if code is not None else None
+    data: dict[str, Any] = {
+        "task_id": text(body.get("id")),
+        "order_ref": text(body.get("order_ref")) or order_ref,
+    }
+    if existing is not None:
+        data["existing"] = existing
+    if status is not None:
+        data["status"] = status.value
+    return CommandResult(CommandStatus.CONFIRMED, handle=data["task_id"], data=data)
+
+
+def _existing_task(found: dict[str, Any], task: Task) -> CommandResult:
+    result = _task_result(found, task.order_ref, existing=True)
+    owner = text(found.get("object_id"))
+    if owner is not None and owner != task.vehicle_id:
+        return CommandResult(
+            CommandStatus.FAILED,
+            handle=result.handle,
+            data=result.data,
+            error=(
+                f"order_ref {task.order_ref!r} is already task {result.handle} of vehicle "
+                f"{owner}, not of {task.vehicle_id}: choose another order_ref"
+            ),
+        )
+    return result
