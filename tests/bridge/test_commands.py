@@ -239,3 +239,104 @@ async def test_a_command_accepted_before_a_crash_is_finished_after_the_restart(
         entry = store.journal_get("fleet/before-crash")
         assert entry is not None
         assert entry.status in ("pending", "confirmed")
+
+
+@pytest.fixture
+async def metrotec_sim() -> AsyncIterator[SimulatorServer]:
+    async with SimulatorServer(vehicles=1, metrotec_vehicles=3, speed=0, seed=4) as server:
+        yield server
+
+
+def metrotec_config(
+    mosquitto: Mosquitto, simulator: SimulatorServer, tmp_path: Path
+) -> BridgeConfig:
+    return BridgeConfig.model_validate(
+        {
+            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "mt-test"},
+            "store": {"path": str(tmp_path / "store.sqlite")},
+            "accounts": [
+                {
+                    "id": "tallinn",
+                    "provider": "metrotec",
+                    "api_key": "demo-metrotec-key",
+                    "base_url": simulator.metrotec_url,
+                    "poll_interval": 3600,
+                }
+            ],
+            "commands": {
+                "allow": [
+                    {"accounts": ["tallinn"], "commands": ["lights", "task/create", "task/update"]}
+                ],
+                "lights_timeout": 60,
+            },
+        }
+    )
+
+
+async def test_lights_stay_pending_until_the_device_has_switched_them(
+    mosquitto: Mosquitto, recorder: Recorder, metrotec_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    vehicle = metrotec_sim.metrotec_world.ids()[0]
+    lights_topic = f"fleet/tallinn/{vehicle}/lights"
+
+    def lights() -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(recorder.retained.get(lights_topic, b"{}"))
+        return data
+
+    def lights_on() -> bool | None:
+        state: dict[str, Any] = json.loads(recorder.retained.get(f"fleet/tallinn/{vehicle}", b"{}"))
+        return state.get("lights_on")
+
+    async with running(metrotec_config(mosquitto, metrotec_sim, tmp_path)) as bridge:
+        await bridge.pollers["tallinn"].wait_polls(1)
+        # What Home Assistant's switch sends when turned on.
+        await publish(mosquitto, f"fleet/tallinn/{vehicle}/set", b'{"lights": "ON"}')
+        await recorder.wait_for(lambda: lights().get("status") == "pending")
+        assert lights()["requested"] == "ON"
+        assert lights_on() is not True
+        assert metrotec_sim.metrotec.stats()["events"]["pending"] == 1
+        # The device executes the event: Metrotec marks it handled.
+        metrotec_sim.clock.advance(30)
+        await recorder.wait_for(
+            lambda: lights().get("status") == "confirmed" and lights_on() is True
+        )
+    assert metrotec_sim.metrotec.stats()["events"]["created"] == 1
+
+
+async def test_a_task_with_a_known_order_ref_is_created_once(
+    mosquitto: Mosquitto, recorder: Recorder, metrotec_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    vehicle = metrotec_sim.metrotec_world.ids()[1]
+    task = {
+        "account": "tallinn",
+        "vehicle": vehicle,
+        "order_ref": "ORDER-2026-0042",
+        "latitude": 59.437,
+        "longitude": 24.7536,
+        "start_time": "2026-11-23T08:00:00Z",
+        "stop_time": "2026-11-23T10:00:00Z",
+        "description": "Pallets for the harbour",
+    }
+    async with running(metrotec_config(mosquitto, metrotec_sim, tmp_path)) as bridge:
+        await bridge.pollers["tallinn"].wait_polls(1)
+        # Two different transactions, one order: the order_ref is the key.
+        for transaction in ("n-1", "n-2"):
+            payload = json.dumps({**task, "transaction": transaction}).encode()
+            await publish(mosquitto, "fleet/bridge/request/task/create", payload)
+        await recorder.wait_for(lambda: len(answers(recorder, "task/create")) == 2)
+        first, second = answers(recorder, "task/create")
+        assert first["status"] == "ok", first
+        assert first["data"]["order_ref"] == "ORDER-2026-0042"
+        assert second["data"] == first["data"]
+        update = {
+            "transaction": "u-1",
+            "account": "tallinn",
+            "order_ref": "ORDER-2026-0042",
+            "status": "cancelled",
+        }
+        await publish(mosquitto, "fleet/bridge/request/task/update", json.dumps(update).encode())
+        await recorder.wait_for(lambda: len(answers(recorder, "task/update")) == 1)
+        assert answers(recorder, "task/update")[0]["status"] == "ok"
+    stats = metrotec_sim.metrotec.stats()["tasks"]
+    assert stats["created"] == 1
+    assert stats["duplicate_order_refs"] == 0
