@@ -90,7 +90,8 @@ async def main(vehicles: int, poll_interval: float) -> None:
 
                 async def consume() -> None:
                     async for message in sub.messages:
-                        if message.payload:
+                        # The account's quota topic shares the level; count vehicles only.
+                        if message.payload and not str(message.topic).endswith("/quota"):
                             counter.add(str(message.topic))
 
                 consumer = asyncio.create_task(consume())

@@ -30,6 +30,8 @@ DEMO_ACCOUNT = "demo-samsara"
 DEMO_TOKEN = "demo-samsara-token"
 DEMO_FLEETIZE_TOKEN = "demo-fleetize-token"
 DEMO_TELEMAX_KEY = "demo-telemax-key"
+DEMO_METROTEC_KEY = "demo-metrotec-key"
+DEMO_TRACKSAFE_KEY = "ts365_test_demo"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -99,7 +101,27 @@ def demo_config(broker_port: int, simulator: SimulatorServer, store: Path) -> Br
                     "poll_interval": 15,
                     **common,
                 },
+                {
+                    "id": "demo-metrotec",
+                    "provider": "metrotec",
+                    "api_key": DEMO_METROTEC_KEY,
+                    "base_url": simulator.metrotec_url,
+                    "poll_interval": 15,
+                    **common,
+                },
+                {
+                    "id": "demo-tracksafe365",
+                    "provider": "tracksafe365",
+                    "api_key": DEMO_TRACKSAFE_KEY,
+                    "base_url": simulator.tracksafe365_url,
+                    "sandbox_url": simulator.tracksafe365_sandbox_url,
+                    "poll_interval": 15,
+                    **common,
+                },
             ],
+            # The demo lets every command through, so the switches and buttons in
+            # Home Assistant do something; a real config allows only what it needs.
+            "commands": {"allow": [{"commands": ["*"]}]},
         }
     )
 
@@ -166,12 +188,17 @@ async def run_demo(
                     [
                         "fleet-bridge demo",
                         f"  simulator    {simulator.base_url}  (Samsara {vehicles}, FLEETIZE "
-                        f"{len(simulator.fleetize_world)}, Telemax {len(simulator.telemax_world)} "
-                        f"vehicles; clock x{speed:g})",
+                        f"{len(simulator.fleetize_world)}, Telemax {len(simulator.telemax_world)}, "
+                        f"Metrotec {len(simulator.metrotec_world)}, TrackSafe365 "
+                        f"{len(simulator.tracksafe365_world)} vehicles; clock x{speed:g})",
                         f"  MQTT broker  {host}:{port}  (embedded){taken}",
                         f"  watch it     mosquitto_sub -h {host} -p {port} -t 'fleet/#' -v",
                         f"  Home Assistant: add the MQTT integration with broker {host}, port "
                         f"{port}; vehicles appear as devices",
+                        f"  try a command  mosquitto_pub -h {host} -p {port} -t "
+                        '\'fleet/bridge/request/lights\' -m \'{"account": "demo-metrotec", '
+                        f'"vehicle": "{simulator.metrotec_world.ids()[0]}", '
+                        '"state": "ON", "transaction": "1"}\'',
                         "  Ctrl-C stops it.",
                         "",
                     ]

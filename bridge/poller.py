@@ -210,7 +210,8 @@ class AccountPoller:
         decision = next_poll(
             self.cadence,
             self.quota,
-            moving=any(s.moving or s.engine_state in ENGINE_RUNNING for s in states),
+            # Moving, or about to: some providers only say "ignition" (FLEETIZE).
+            moving=any(s.moving or s.ignition or s.engine_state in ENGINE_RUNNING for s in states),
             calls_per_poll=self._calls_per_poll,
             endpoint=self.provider.poll_endpoint,
         )

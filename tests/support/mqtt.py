@@ -59,6 +59,8 @@ class Mosquitto:
             # to a `mosquitto` user that cannot read the test's files.
             f"user {getpass.getuser()}\n"
             "per_listener_settings true\n"
+            # As recommended in docs/commands.md: small messages without delay.
+            "set_tcp_nodelay true\n"
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
