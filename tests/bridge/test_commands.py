@@ -340,3 +340,27 @@ async def test_a_task_with_a_known_order_ref_is_created_once(
     stats = metrotec_sim.metrotec.stats()["tasks"]
     assert stats["created"] == 1
     assert stats["duplicate_order_refs"] == 0
+
+
+async def test_a_command_does_not_wait_for_a_slow_poll(
+    mosquitto: Mosquitto, recorder: Recorder, metrotec_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    vehicle = metrotec_sim.metrotec_world.ids()[0]
+    async with running(metrotec_config(mosquitto, metrotec_sim, tmp_path)) as bridge:
+        await bridge.pollers["tallinn"].wait_polls(1)
+        # Every Metrotec answer now takes 0.5 s: a poll (three calls) takes 1.5 s.
+        metrotec_sim.metrotec.latency = 0.5
+        await publish(mosquitto, "fleet/bridge/request/refresh", b'{"transaction": "poll"}')
+        lights = {"transaction": "l", "account": "tallinn", "vehicle": vehicle, "state": "ON"}
+        await publish(mosquitto, "fleet/bridge/request/lights", json.dumps(lights).encode())
+        await recorder.wait_for(
+            lambda: answers(recorder, "refresh") and answers(recorder, "lights"), timeout=30
+        )
+        order = [
+            m.topic
+            for m in recorder.messages
+            if m.topic in ("fleet/bridge/response/refresh", "fleet/bridge/response/lights")
+        ]
+        assert order == ["fleet/bridge/response/lights", "fleet/bridge/response/refresh"]
+        assert answers(recorder, "lights")[0]["status"] == "ok"
+        assert answers(recorder, "refresh")[0]["status"] == "ok"
