@@ -299,14 +299,9 @@ class MetrotecSim:
         return app
 
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.counters.by_path[request.path.removeprefix(PREFIX) or "/"] += 1
-        try:
-            response = await self._answer(request, handler)
-        except web.HTTPException as exc:
-            self.counters.by_status[exc.status] += 1
-            raise
-        self.counters.by_status[response.status] += 1
-        return response
+        return await self.counters.count(
+            request.path.removeprefix(PREFIX), self._answer(request, handler)
+        )
 
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.latency > 0:

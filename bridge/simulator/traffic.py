@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from aiohttp import web
 
 
 class SlidingWindowLimiter:
@@ -133,6 +135,17 @@ class RequestCounters:
         self.by_path.clear()
         self.by_status.clear()
         self.by_token.clear()
+
+    async def count(self, path: str, answer: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+        """Count one request by path, and by the status it was answered with."""
+        self.by_path[path or "/"] += 1
+        try:
+            response = await answer
+        except web.HTTPException as exc:
+            self.by_status[exc.status] += 1
+            raise
+        self.by_status[response.status] += 1
+        return response
 
     def to_json(self) -> dict[str, Any]:
         # Tokens stay out: this is served over HTTP.
