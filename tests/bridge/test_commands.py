@@ -364,3 +364,44 @@ async def test_a_command_does_not_wait_for_a_slow_poll(
         assert order == ["fleet/bridge/response/lights", "fleet/bridge/response/refresh"]
         assert answers(recorder, "lights")[0]["status"] == "ok"
         assert answers(recorder, "refresh")[0]["status"] == "ok"
+
+
+async def test_a_command_past_the_budget_is_answered_with_when_it_frees_up(
+    mosquitto: Mosquitto, recorder: Recorder, metrotec_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    vehicle = metrotec_sim.metrotec_world.ids()[0]
+    config = metrotec_config(mosquitto, metrotec_sim, tmp_path)
+    account = config.accounts[0].model_copy(
+        update={"quota": config.accounts[0].quota.model_copy(update={"reserve": 0.0})}
+    )
+    # The first poll spends 4 calls (vehicle list, positions, fuel, tasks): one left.
+    budgets = {"per_account": {"limit": 5, "period": 3600}}
+    account = account.model_copy(
+        update={
+            "quota": account.quota.model_validate(
+                {**account.quota.model_dump(), "budgets": budgets}
+            )
+        }
+    )
+    config = config.model_copy(update={"accounts": [account]})
+    async with running(config) as bridge:
+        await bridge.pollers["tallinn"].wait_polls(1)
+        for transaction in ("q-1", "q-2"):
+            body = {
+                "transaction": transaction,
+                "account": "tallinn",
+                "vehicle": vehicle,
+                "state": "ON",
+            }
+            await publish(mosquitto, "fleet/bridge/request/lights", json.dumps(body).encode())
+            await recorder.wait_for(
+                lambda t=transaction: any(
+                    a["transaction"] == t for a in answers(recorder, "lights")
+                )
+            )
+    first, second = answers(recorder, "lights")
+    assert first["status"] == "ok"
+    assert second["status"] == "error"
+    assert second["error"].startswith("not sent: per_account")
+    assert second["data"]["available_at"].endswith("Z")
+    assert metrotec_sim.metrotec.stats()["events"]["created"] == 1
