@@ -248,7 +248,10 @@ async def metrotec_sim() -> AsyncIterator[SimulatorServer]:
 
 
 def metrotec_config(
-    mosquitto: Mosquitto, simulator: SimulatorServer, tmp_path: Path
+    mosquitto: Mosquitto,
+    simulator: SimulatorServer,
+    tmp_path: Path,
+    quota: dict[str, Any] | None = None,
 ) -> BridgeConfig:
     return BridgeConfig.model_validate(
         {
@@ -261,6 +264,7 @@ def metrotec_config(
                     "api_key": "demo-metrotec-key",
                     "base_url": simulator.metrotec_url,
                     "poll_interval": 3600,
+                    "quota": quota or {},
                 }
             ],
             "commands": {
@@ -370,20 +374,10 @@ async def test_a_command_past_the_budget_is_answered_with_when_it_frees_up(
     mosquitto: Mosquitto, recorder: Recorder, metrotec_sim: SimulatorServer, tmp_path: Path
 ) -> None:
     vehicle = metrotec_sim.metrotec_world.ids()[0]
-    config = metrotec_config(mosquitto, metrotec_sim, tmp_path)
-    account = config.accounts[0].model_copy(
-        update={"quota": config.accounts[0].quota.model_copy(update={"reserve": 0.0})}
-    )
-    # The first poll spends 4 calls (vehicle list, positions, fuel, tasks): one left.
-    budgets = {"per_account": {"limit": 5, "period": 3600}}
-    account = account.model_copy(
-        update={
-            "quota": account.quota.model_validate(
-                {**account.quota.model_dump(), "budgets": budgets}
-            )
-        }
-    )
-    config = config.model_copy(update={"accounts": [account]})
+    # The first poll spends 4 calls (vehicle list, positions, fuel, tasks): one left,
+    # and no reserve.
+    quota = {"reserve": 0, "budgets": {"per_account": {"limit": 5, "period": 3600}}}
+    config = metrotec_config(mosquitto, metrotec_sim, tmp_path, quota)
     async with running(config) as bridge:
         await bridge.pollers["tallinn"].wait_polls(1)
         for transaction in ("q-1", "q-2"):
