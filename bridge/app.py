@@ -12,7 +12,7 @@ import aiohttp
 
 from bridge import __version__
 from bridge.commander import Commander
-from bridge.config import Account, BridgeConfig
+from bridge.config import Account, AlertsConfig, BridgeConfig
 from bridge.errors import ProviderError, QuotaExhaustedError
 from bridge.model import format_time, utc_now
 from bridge.mqtt import requests
@@ -36,8 +36,11 @@ from bridge.store import Store
 _LOGGER = logging.getLogger(__name__)
 
 
-def poller_settings(account: Account) -> PollerSettings:
+def poller_settings(account: Account, alerts: AlertsConfig | None = None) -> PollerSettings:
+    alerts = alerts or AlertsConfig()
     return PollerSettings(
+        alert_max_age=alerts.max_age,
+        alert_retention_days=alerts.retention_days,
         account=account.id,
         vehicle_list_interval=account.vehicle_list_interval,
         offline_after=account.offline_after,
@@ -115,9 +118,10 @@ class Bridge:
                         provider.capabilities,
                         name=account.name,
                         has_daily_budget=quota.daily_budget() is not None,
+                        alert_types=provider.alert_types,
                     )
                     poller = AccountPoller(
-                        poller_settings(account),
+                        poller_settings(account, self.config.alerts),
                         provider,
                         self.publisher,
                         store,

@@ -600,6 +600,50 @@ class CommandsConfig(_Model):
         return False
 
 
+class AlertsConfig(_Model):
+    """How alerts are published (see docs/alerts.md)."""
+
+    # Alerts older than this (seconds) when first seen, e.g. after an outage, are
+    # published with "stale": true and do not fire Home Assistant's event entity.
+    max_age: Annotated[float, Field(ge=60)] = 3600.0
+    # How long the ids of published alerts are kept to recognise repeats (days).
+    retention_days: Annotated[int, Field(ge=1, le=365)] = 30
+
+
+class WebhookAccountConfig(_Model):
+    """One provider account's webhook: where it posts and how it signs."""
+
+    path: str
+    secret: SecretStr
+    # The header carrying the delivery id, to ignore replays (Telemax:
+    # X-Telemax-Delivery; configurable because its source is secondary).
+    delivery_header: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or " " in value:
+            raise _invalid("must start with '/' and contain no spaces")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        return _check_secret(value)
+
+
+class WebhooksConfig(_Model):
+    """The optional receiver for providers that push (TrackSafe365, Telemax)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8742
+    max_body: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    # Seconds a client may take to send its request (slow bodies are cut off).
+    read_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    accounts: dict[str, WebhookAccountConfig] = Field(default_factory=dict)
+
+
 class BridgeConfig(_Model):
     """The whole daemon configuration."""
 
@@ -608,6 +652,8 @@ class BridgeConfig(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     accounts: list[Account]
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -642,9 +688,18 @@ class BridgeConfig(_Model):
                 raise _invalid("; ".join(_format_loc(loc) + ": " + msg for loc, msg in problems))
         return self
 
+    @model_validator(mode="after")
+    def _webhook_accounts(self) -> BridgeConfig:
+        known = {account.id for account in self.accounts}
+        unknown = sorted(set(self.webhooks.accounts) - known)
+        if unknown:
+            raise _invalid(f"webhooks.accounts.{unknown[0]}: no account has this id")
+        return self
+
     def secrets(self) -> list[str]:
         """Every secret value in the config, for the logger to redact."""
         values: list[SecretStr | None] = [self.mqtt.password]
+        values += [hook.secret for hook in self.webhooks.accounts.values()]
         for account in self.accounts:
             # Every SecretStr option of an account, whatever the provider calls it.
             values += [v for v in dict(account).values() if isinstance(v, SecretStr)]
@@ -935,7 +990,7 @@ def _read_secret_file(name: str, base_dir: Path) -> str:
 
 # --- pydantic errors into problems --------------------------------------------------
 
-_SECRET_OPTIONS = frozenset({"token", "password", "api_key"})
+_SECRET_OPTIONS = frozenset({"token", "password", "api_key", "secret"})
 
 
 def _describe(error: ErrorDetails, data: Any) -> tuple[Loc, str]:

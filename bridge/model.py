@@ -43,6 +43,7 @@ class Capability(enum.StrEnum):
     LIGHTS = "lights"  # switchable lights (Metrotec light control events)
     TASKS = "tasks"  # delivery tasks: create, update, active ones as a sensor
     SNAPSHOT = "snapshot"  # dashcam stills on request
+    ALERTS = "alerts"  # an event entity per vehicle (event types: Provider.alert_types)
 
 
 class CommandStatus(enum.StrEnum):
@@ -313,6 +314,8 @@ class Update:
     vehicles: list[VehicleState] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     more: bool = False
+    # Alerts seen this poll; the bridge publishes each one once, whatever repeats.
+    alerts: list[Alert] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,3 +357,76 @@ class CommandResult:
     handle: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+
+class AlertType(enum.StrEnum):
+    """The fixed vocabulary every provider's alerts are mapped into."""
+
+    HARSH_BRAKING = "harsh_braking"
+    HARSH_ACCELERATION = "harsh_acceleration"
+    HARSH_CORNERING = "harsh_cornering"
+    SPEEDING = "speeding"
+    CRASH = "crash"
+    DROWSINESS = "drowsiness"
+    DISTRACTION = "distraction"
+    PHONE_USE = "phone_use"
+    SEATBELT = "seatbelt"
+    SMOKING = "smoking"
+    GEOZONE_ENTER = "geozone_enter"
+    GEOZONE_EXIT = "geozone_exit"
+    UNPLUGGED = "unplugged"
+    REPLUGGED = "replugged"
+    NO_SIGNAL = "no_signal"
+    NO_GPS = "no_gps"
+    BAD_GPS = "bad_gps"
+    STATUS_CHANGE = "status_change"
+    PANIC = "panic"
+    TAMPER = "tamper"
+    LOW_BATTERY = "low_battery"
+    IDLING = "idling"
+    OTHER = "other"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One event a provider reported about a vehicle.
+
+    `alert_id` is the provider's own id for the event (or one derived from what
+    identifies it), stable across polls, restarts and webhook deliveries: it is
+    what makes each alert published once."""
+
+    alert_id: str
+    vehicle_id: str
+    type: AlertType
+    time: datetime
+    severity: Severity = Severity.WARNING
+    driver: str | None = None
+    position: Position | None = None
+    media_url: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self, *, stale: bool = False) -> dict[str, Any]:
+        """The payload of `fleet/<account>/<vehicle>/alert` (non-retained)."""
+        pos = self.position
+        return {
+            "id": self.alert_id,
+            "vehicle": self.vehicle_id,
+            # Home Assistant's MQTT event entity reads `event_type`.
+            "event_type": self.type.value,
+            "type": self.type.value,
+            "severity": self.severity.value,
+            "time": format_time(self.time),
+            "stale": stale,
+            "driver": self.driver,
+            "latitude": pos.latitude if pos else None,
+            "longitude": pos.longitude if pos else None,
+            "address": pos.address if pos else None,
+            "media_url": self.media_url,
+            "details": dict(self.details),
+        }

@@ -20,7 +20,7 @@ from bridge.errors import (
     ProviderRateLimitedError,
     QuotaExhaustedError,
 )
-from bridge.model import EngineState, PollPlan, Priority, VehicleState, format_time, utc_now
+from bridge.model import Alert, EngineState, PollPlan, Priority, VehicleState, format_time, utc_now
 from bridge.mqtt.publisher import Publisher
 from bridge.planner import Cadence, next_poll
 from bridge.providers.base import Provider
@@ -49,6 +49,9 @@ class PollerSettings:
     unavailable_after: float = 600.0
     # Longest wait between retries while the provider fails.
     max_backoff: float = 300.0
+    # Alerts older than this when first seen are published as stale.
+    alert_max_age: float = 3600.0
+    alert_retention_days: int = 30
 
 
 @dataclass(slots=True)
@@ -89,6 +92,7 @@ class AccountPoller:
     _last_changed: int = 0
     # Calls one poll costs, learned from the quota ledger (the planner needs it).
     _calls_per_poll: float = 1.0
+    _pruned_at: datetime | None = None
 
     @property
     def account(self) -> str:
@@ -101,6 +105,27 @@ class AccountPoller:
         self.publisher.seed(self.account, states)
         self.health.vehicles = len(states)
         return len(states)
+
+    async def deliver_alerts(self, alerts: list[Alert]) -> int:
+        """Publish alerts not seen before, from a poll or a webhook; returns how many.
+
+        The claim in the store makes each alert id published once, across polls,
+        restarts and a webhook delivering what a poll also finds."""
+        if not alerts:
+            return 0
+        fresh_ids = self.store.claim_alerts(self.account, [a.alert_id for a in alerts])
+        now = self.now()
+        max_age = timedelta(seconds=self.settings.alert_max_age)
+        unique: list[tuple[Alert, bool]] = []
+        for alert in sorted(alerts, key=lambda a: a.time):
+            if alert.alert_id in fresh_ids:
+                fresh_ids.discard(alert.alert_id)  # a repeat within the batch: once
+                unique.append((alert, now - alert.time > max_age))
+        await self.publisher.publish_alerts(self.account, unique)
+        if self._pruned_at is None or now - self._pruned_at > timedelta(hours=1):
+            self.store.prune_alerts(now - timedelta(days=self.settings.alert_retention_days))
+            self._pruned_at = now
+        return len(unique)
 
     async def apply(self, vehicle_id: str, **changes: object) -> None:
         """Show a change a command confirmed, before the next poll sees it."""
@@ -195,6 +220,7 @@ class AccountPoller:
             self._last_list = now
         changed = self._with_online(update.vehicles, now)
         await self.publisher.vehicles_changed(self.account, changed)
+        await self.deliver_alerts(update.alerts)
         if update.removed:
             await self.publisher.vehicles_removed(self.account, update.removed)
         # Persist after publishing: a crash in between replays, never skips.

@@ -20,7 +20,7 @@ from typing import NamedTuple, Self
 from bridge.model import VehicleState, utc_now
 from bridge.quota import Call, Hold
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS command_journal (
 CREATE UNIQUE INDEX IF NOT EXISTS command_journal_order
     ON command_journal (account, order_ref) WHERE order_ref IS NOT NULL;
 CREATE INDEX IF NOT EXISTS command_journal_status ON command_journal (status);
+CREATE TABLE IF NOT EXISTS alert_seen (
+    account TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (account, alert_id)
+);
+CREATE INDEX IF NOT EXISTS alert_seen_at ON alert_seen (seen_at);
 CREATE TABLE IF NOT EXISTS vehicle_state (
     account TEXT NOT NULL,
     vehicle_id TEXT NOT NULL,
@@ -286,6 +293,33 @@ class Store:
                 "response=COALESCE(?, response), updated_at=? WHERE key=?",
                 (status, handle, response, utc_now().timestamp(), key),
             )
+
+    # --- alerts seen (each published once) ----------------------------------
+    def claim_alerts(self, account: str, alert_ids: list[str]) -> set[str]:
+        """Record alert ids; returns those not seen before (to publish now).
+
+        Polls, restarts and webhooks all pass through here, so an alert
+        delivered twice is claimed once."""
+        if not alert_ids:
+            return set()
+        now = utc_now().timestamp()
+        fresh: set[str] = set()
+        with self._transaction():
+            for alert_id in dict.fromkeys(alert_ids):
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO alert_seen(account, alert_id, seen_at) VALUES(?,?,?)",
+                    (account, alert_id, now),
+                )
+                if cursor.rowcount:
+                    fresh.add(alert_id)
+        return fresh
+
+    def prune_alerts(self, older_than: datetime) -> int:
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM alert_seen WHERE seen_at < ?", (older_than.timestamp(),)
+            )
+        return cursor.rowcount
 
     def forget_account(self, account: str) -> None:
         """Drop everything of an account that is no longer configured."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import __version__
-from bridge.model import Capability, Problem, VehicleState, VehicleStatus
+from bridge.model import AlertType, Capability, Problem, VehicleState, VehicleStatus
 from bridge.mqtt.topics import Topics, topic_level
 
 PROJECT_URL = "https://github.com/fleet-telematics-bridge/fleet-telematics-bridge"
@@ -59,6 +59,11 @@ _TRACKER_ATTRIBUTES = (
     "'address': value_json.address, 'position_time': value_json.position_time} "
     "| tojson }}{% endif %}"
 )
+
+
+# Stale alerts (older than alerts.max_age, e.g. after an outage) stay on MQTT with
+# "stale": true but do not fire the event entity: "{}" is ignored by Home Assistant.
+_FRESH_EVENT = "{% if value_json.stale %}{}{% else %}{{ value_json | tojson }}{% endif %}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +350,14 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
         },
     ),
     EntityDescription(
+        key="alert",
+        component="event",
+        requires=frozenset({Capability.ALERTS}),
+        name="Alert",
+        topics=(("state_topic", "alert"),),
+        config={"icon": "mdi:alert-octagon-outline", "value_template": _FRESH_EVENT},
+    ),
+    EntityDescription(
         key="last_seen",
         component="sensor",
         name="Last seen",
@@ -407,6 +420,7 @@ def vehicle_discovery(
     provider: str,
     capabilities: frozenset[Capability],
     vehicle: VehicleState,
+    alert_types: frozenset[AlertType] = frozenset(),
 ) -> Iterator[DiscoveryMessage]:
     """The discovery messages of one vehicle's device, one per entity."""
     node = device_identifier(account, vehicle.vehicle_id)
@@ -439,10 +453,15 @@ def vehicle_discovery(
             "set": topics.vehicle_set(account, vehicle.vehicle_id),
             "lights": topics.vehicle_lights(account, vehicle.vehicle_id),
             "snapshot": topics.vehicle_snapshot(account, vehicle.vehicle_id),
+            "alert": topics.vehicle_alert(account, vehicle.vehicle_id),
         }
         for option, kind in description.topics:
             payload[option] = vehicle_topics[kind]
         payload.update(description.config)
+        if description.component == "event":
+            # Only what this provider can send: a Home Assistant automation
+            # offers these in its trigger editor.
+            payload["event_types"] = sorted(t.value for t in alert_types) or ["other"]
         yield DiscoveryMessage(
             topics.discovery(description.component, node, description.key), payload
         )

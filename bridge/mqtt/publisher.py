@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge.model import Capability, VehicleState
+from bridge.model import Alert, AlertType, Capability, VehicleState
 from bridge.mqtt.discovery import (
     DiscoveryMessage,
     account_discovery,
@@ -52,6 +52,7 @@ class _Account:
     capabilities: frozenset[Capability]
     name: str | None = None
     has_daily_budget: bool = False
+    alert_types: frozenset[AlertType] = frozenset()
     available: bool = True
     vehicles: dict[str, _Vehicle] = field(default_factory=dict)
     states: dict[str, VehicleState] = field(default_factory=dict)
@@ -89,8 +90,13 @@ class Publisher:
         *,
         name: str | None = None,
         has_daily_budget: bool = False,
+        alert_types: frozenset[AlertType] = frozenset(),
     ) -> None:
-        self._accounts[account] = _Account(provider, capabilities, name, has_daily_budget)
+        if alert_types:
+            capabilities = capabilities | {Capability.ALERTS}
+        self._accounts[account] = _Account(
+            provider, capabilities, name, has_daily_budget, alert_types
+        )
 
     def states(self, account: str) -> dict[str, VehicleState]:
         return dict(self._accounts[account].states)
@@ -160,6 +166,20 @@ class Publisher:
             [self._availability_message(account, vid, available) for vid in acct.vehicles]
         )
 
+    async def publish_alerts(self, account: str, alerts: Iterable[tuple[Alert, bool]]) -> None:
+        """Alerts are events, not state: never retained (a new subscriber must
+        not see yesterday's harsh braking as news)."""
+        await self._send(
+            [
+                (
+                    self._topics.vehicle_alert(account, alert.vehicle_id),
+                    encode(alert.to_json(stale=stale)),
+                    False,
+                )
+                for alert, stale in alerts
+            ]
+        )
+
     async def publish_json(self, topic: str, data: object, *, retain: bool) -> None:
         await self._send([(topic, encode(data), retain)])
 
@@ -194,7 +214,7 @@ class Publisher:
         self, account: str, acct: _Account, state: VehicleState
     ) -> list[tuple[str, bytes | str, bool]]:
         messages: Iterable[DiscoveryMessage] = vehicle_discovery(
-            self._topics, account, acct.provider, acct.capabilities, state
+            self._topics, account, acct.provider, acct.capabilities, state, acct.alert_types
         )
         return [(m.topic, encode(m.payload), True) for m in messages]
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import ClassVar, Protocol, runtime_checkable
 
 from bridge.model import (
+    AlertType,
     Camera,
     Capability,
     CommandResult,
@@ -37,6 +38,8 @@ class Provider(Protocol):
     default_budgets: ClassVar[tuple[Budget, ...]]
     #: The endpoint a poll starts with: the planner asks the quota about it.
     poll_endpoint: ClassVar[str]
+    #: The alert types this provider can report (the event entity's event types).
+    alert_types: ClassVar[frozenset[AlertType]]
 
     async def poll(self, plan: PollPlan) -> Update:
         """Fetch what changed since the last poll."""

@@ -29,6 +29,7 @@ from bridge.errors import (
     ProviderTokenBlockedError,
 )
 from bridge.model import (
+    AlertType,
     Capability,
     PollPlan,
     Position,
@@ -136,6 +137,8 @@ class FleetizeProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = ACTION_DEVICELIST
+    # Alerts arrive with the alerts issue; none yet.
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
 
     session: aiohttp.ClientSession
     settings: FleetizeSettings

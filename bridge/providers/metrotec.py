@@ -33,6 +33,7 @@ from yarl import URL
 
 from bridge.errors import ProviderAuthError, ProviderDataError, ProviderError
 from bridge.model import (
+    AlertType,
     Capability,
     CommandResult,
     CommandStatus,
@@ -154,6 +155,8 @@ class MetrotecProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = "last_positions"
+    # Alerts arrive with the alerts issue; none yet.
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
 
     session: aiohttp.ClientSession
     settings: MetrotecSettings

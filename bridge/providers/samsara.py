@@ -19,6 +19,7 @@ from yarl import URL
 
 from bridge.errors import ProviderDataError, ProviderError
 from bridge.model import (
+    AlertType,
     Camera,
     Capability,
     CommandResult,
@@ -126,6 +127,8 @@ class SamsaraProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = ENDPOINT_STATS_FEED
+    # Alerts arrive with the alerts issue; none yet.
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
 
     session: aiohttp.ClientSession
     settings: SamsaraSettings

@@ -27,6 +27,7 @@ from bridge.errors import (
     QuotaExhaustedError,
 )
 from bridge.model import (
+    AlertType,
     Capability,
     PollPlan,
     Position,
@@ -130,6 +131,8 @@ class TelemaxProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = ENDPOINT_FLEET_POSITIONS
+    # Alerts arrive with the alerts issue; none yet.
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
 
     session: aiohttp.ClientSession
     settings: TelemaxSettings

@@ -26,6 +26,7 @@ from yarl import URL
 
 from bridge.errors import ProviderAuthError, ProviderDataError, ProviderError
 from bridge.model import (
+    AlertType,
     Camera,
     Capability,
     CommandResult,
@@ -153,6 +154,8 @@ class TracksafeProvider:
     #: The Starter plan's; `plan_budgets` has the others (config applies them).
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = "locations"
+    # Alerts arrive with the alerts issue; none yet.
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
 
     session: aiohttp.ClientSession
     settings: TracksafeSettings

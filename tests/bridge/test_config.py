@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from bridge.config import (
     PROVIDERS,
+    AlertsConfig,
     BridgeConfig,
     CadenceConfig,
     CommandRule,
@@ -23,6 +24,8 @@ from bridge.config import (
     TelemaxAccount,
     TlsConfig,
     TracksafeAccount,
+    WebhookAccountConfig,
+    WebhooksConfig,
     load_config,
     parse_config,
 )
@@ -99,6 +102,7 @@ def test_example_config_loads_and_targets_the_simulator(
     assert isinstance(tracksafe365, TracksafeAccount)
     assert tracksafe365.provider_settings().base_url == "http://127.0.0.1:8765/tracksafe365/v2"
     assert config.secrets() == [
+        "demo-webhook-secret",
         "demo-samsara-token",
         "demo-fleetize-token",
         "demo-telemax-key",
@@ -130,6 +134,9 @@ def test_example_config_takes_the_token_from_the_environment(
         CadenceConfig,
         CommandsConfig,
         CommandRule,
+        AlertsConfig,
+        WebhooksConfig,
+        WebhookAccountConfig,
     ],
 )
 def test_example_config_documents_every_option(model: type[BaseModel]) -> None:

@@ -27,8 +27,22 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.template import Template
 
-from bridge.model import Capability, EngineState, Position, Problem, VehicleStatus
-from bridge.mqtt.discovery import account_discovery, device_identifier, vehicle_discovery_topics
+from bridge.model import (
+    Alert,
+    AlertType,
+    Capability,
+    EngineState,
+    Position,
+    Problem,
+    Severity,
+    VehicleStatus,
+)
+from bridge.mqtt.discovery import (
+    account_discovery,
+    device_identifier,
+    vehicle_discovery,
+    vehicle_discovery_topics,
+)
 from bridge.mqtt.topics import OFFLINE, ONLINE
 
 VEHICLE = make_vehicle()
@@ -52,6 +66,7 @@ ENTITY_IDS = {
     "fault": "binary_sensor.truck_7_tracker_fault",
     "risk_score": "sensor.truck_7_risk_score",
     "lights": "switch.truck_7_lights",
+    "alert": "event.truck_7_alert",
     "snapshot_request": "button.truck_7_take_dashcam_snapshot",
     "snapshot": "image.truck_7_dashcam_snapshot",
     "active_tasks": "sensor.truck_7_active_tasks",
@@ -62,6 +77,7 @@ ENTITY_IDS = {
     "online": "binary_sensor.truck_7_online",
 }
 NOT_FROM_SAMSARA = {
+    "alert",
     "fuel_volume",
     "engine_temperature",
     "rpm",
@@ -77,7 +93,7 @@ NOT_FROM_SAMSARA = {
     "current_task",
 }
 # Entities whose state is not a reading of the vehicle state topic.
-NOT_FROM_STATE = {"snapshot_request", "snapshot"}
+NOT_FROM_STATE = {"snapshot_request", "snapshot", "alert"}
 
 
 def _state(hass: HomeAssistant, key: str) -> Any:
@@ -472,3 +488,35 @@ async def test_snapshot_button_and_image(discovered: HomeAssistant) -> None:
     assert image.attributes["status"] == "confirmed"
     assert image.attributes["camera"] == "road"
     assert image.state != STATE_UNKNOWN  # the time the new image arrived
+
+
+async def test_alerts_fire_the_event_entity_unless_stale(mqtt_ready: HomeAssistant) -> None:
+    hass = mqtt_ready
+    types = frozenset({AlertType.HARSH_BRAKING, AlertType.PHONE_USE})
+    capabilities = SAMSARA_CAPABILITIES | {Capability.ALERTS}
+    await publish_discovery(
+        hass, vehicle_discovery(TOPICS, "acme", "tracksafe365", capabilities, VEHICLE, types)
+    )
+    await _vehicle_online(hass)
+    event_entity = _state(hass, "alert")
+    assert event_entity.attributes["event_types"] == ["harsh_braking", "phone_use"]
+    alert = Alert(
+        alert_id="evt-1",
+        vehicle_id=VEHICLE.vehicle_id,
+        type=AlertType.HARSH_BRAKING,
+        time=SEEN,
+        severity=Severity.CRITICAL,
+        media_url="http://127.0.0.1:1/clip.mp4",
+    )
+    topic = TOPICS.vehicle_alert("acme", VEHICLE.vehicle_id)
+    await publish(hass, topic, json.dumps(alert.to_json()))
+    fired = _state(hass, "alert")
+    assert fired.attributes["event_type"] == "harsh_braking"
+    assert fired.attributes["severity"] == "critical"
+    assert fired.attributes["media_url"] == "http://127.0.0.1:1/clip.mp4"
+    when = fired.state
+    # A day-old alert seen after an outage: on MQTT, but no automation fires.
+    old = Alert("evt-0", VEHICLE.vehicle_id, AlertType.PHONE_USE, SEEN)
+    await publish(hass, topic, json.dumps(old.to_json(stale=True)))
+    assert _state(hass, "alert").state == when
+    assert _state(hass, "alert").attributes["event_type"] == "harsh_braking"
