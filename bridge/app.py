@@ -13,7 +13,7 @@ import aiohttp
 from bridge import __version__
 from bridge.commander import Commander
 from bridge.config import Account, AlertsConfig, BridgeConfig
-from bridge.errors import ProviderError, QuotaExhaustedError
+from bridge.errors import ConfigError, ProviderError, QuotaExhaustedError
 from bridge.model import format_time, utc_now
 from bridge.mqtt import requests
 from bridge.mqtt.client import MqttLink, MqttUnavailableError
@@ -32,6 +32,7 @@ from bridge.poller import AccountPoller, PollerSettings
 from bridge.providers import create_provider, default_budgets
 from bridge.quota import Quota
 from bridge.store import Store
+from bridge.webhooks import WebhookReceiver, build_targets
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -148,12 +149,34 @@ class Bridge:
                     now=self._now,
                 )
                 self._spawn(self._resume_commands())
-                await self._serve(stop)
+                receiver = await self._start_webhooks()
+                try:
+                    await self._serve(stop)
+                finally:
+                    if receiver is not None:
+                        await receiver.stop()
                 await self.commander.close()
                 for poller in self.pollers.values():
                     await poller.provider.close()
         finally:
             store.close()
+
+    async def _start_webhooks(self) -> WebhookReceiver | None:
+        if not self.config.webhooks.enabled:
+            return None
+        try:
+            targets = build_targets(self.config, self.pollers)
+        except ValueError as err:
+            raise ConfigError([str(err)]) from None
+        receiver = WebhookReceiver(self.config.webhooks, targets)
+        await receiver.start()
+        _LOGGER.info(
+            "Webhooks listening on %s:%s for %s",
+            self.config.webhooks.host,
+            receiver.port,
+            ", ".join(sorted(t.account for t in targets.values())),
+        )
+        return receiver
 
     async def _serve(self, stop: asyncio.Event) -> None:
         def ended(task: asyncio.Task[None]) -> None:

@@ -104,6 +104,10 @@ def cmd_run(path: str, log_level: str | None) -> int:
     except StoreError as err:
         _LOGGER.error("%s", err)
         return 2
+    except ConfigError as err:
+        for problem in err.problems:
+            _LOGGER.error("%s", problem)
+        return 1
     return 0
 
 

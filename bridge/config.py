@@ -366,7 +366,7 @@ class MetrotecAccount(_AccountBase):
     api_version: str = METROTEC_API_VERSION
     user_agent: str | None = None
     timezone: str = METROTEC_TIMEZONE
-    # A poll is 3 calls (4 with the vehicle list) against the 60-a-minute default.
+    # A poll is 4 calls (6 with the vehicle list) against the 60-a-minute default.
     poll_interval: Annotated[float, Field(ge=10)] = 30.0
     paths: dict[str, str] = Field(default_factory=dict)
 

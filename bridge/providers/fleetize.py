@@ -29,12 +29,14 @@ from bridge.errors import (
     ProviderTokenBlockedError,
 )
 from bridge.model import (
+    Alert,
     AlertType,
     Capability,
     PollPlan,
     Position,
     Priority,
     Problem,
+    Severity,
     Update,
     VehicleState,
     VehicleStatus,
@@ -88,6 +90,18 @@ IGNITION_BY_STATUS = {
     VehicleStatus.STOPPED: True,
     VehicleStatus.PARKED: False,
 }
+# Alerts are derived from successive `devicelist` answers (no call of their own):
+# a problem (error_code) that appears or starts again, and every status_code change.
+PROBLEM_ALERTS: dict[Problem, tuple[AlertType, Severity]] = {
+    Problem.UNPLUGGED: (AlertType.UNPLUGGED, Severity.CRITICAL),
+    Problem.REPLUGGED: (AlertType.REPLUGGED, Severity.WARNING),
+    Problem.NO_SIGNAL: (AlertType.NO_SIGNAL, Severity.WARNING),
+    Problem.NO_GPS: (AlertType.NO_GPS, Severity.WARNING),
+    Problem.BAD_GPS: (AlertType.BAD_GPS, Severity.INFO),
+}
+STATUS_CHANGE_SEVERITY = Severity.INFO
+ERROR_CODE_OF = {problem: code for code, problem in ERROR_CODES.items()}
+STATUS_CODE_OF = {status: code for code, status in STATUS_CODES.items()}
 _ERROR = re.compile(r"ERROR\s*#\s*(\d+)\s*-?\s*(.*)", re.IGNORECASE | re.DOTALL)
 
 
@@ -137,8 +151,9 @@ class FleetizeProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = ACTION_DEVICELIST
-    # Alerts arrive with the alerts issue; none yet.
-    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset(
+        {alert_type for alert_type, _ in PROBLEM_ALERTS.values()} | {AlertType.STATUS_CHANGE}
+    )
 
     session: aiohttp.ClientSession
     settings: FleetizeSettings
@@ -186,11 +201,17 @@ class FleetizeProvider:
             raise ProviderDataError("FLEETIZE devicelist: expected a JSON array")
         before = dict(self._states)
         listed: set[str] = set()
+        alerts: list[Alert] = []
         for item in devices:
             parsed = self._parse_device(item)
             if parsed is not None:
                 listed.add(parsed.vehicle_id)
                 self._states[parsed.vehicle_id] = parsed
+                # A vehicle seen for the first time (no state restored from the
+                # store either) is the baseline: its present problem is no news.
+                previous = before.get(parsed.vehicle_id)
+                if previous is not None:
+                    alerts += transitions(previous, parsed, item, started)
         removed: list[str] = []
         if full:
             removed = [vid for vid in self._states if vid not in listed]
@@ -198,7 +219,7 @@ class FleetizeProvider:
                 del self._states[vid]
         self._last_poll = started
         changed = [s for vid, s in self._states.items() if before.get(vid) != s]
-        return Update(vehicles=changed, removed=removed)
+        return Update(vehicles=changed, removed=removed, alerts=alerts)
 
     async def routes(
         self, vehicle_id: str, day: datetime | None = None, priority: Priority = Priority.COMMAND
@@ -305,6 +326,80 @@ class FleetizeProvider:
                 unix_time(item.get("error_code_time")) if problem is not Problem.NONE else None
             )
         return state.merged(**changes)
+
+
+def transitions(
+    previous: VehicleState, current: VehicleState, item: Mapping[str, Any], now: datetime
+) -> list[Alert]:
+    """The alerts between two successive states of one device.
+
+    Ids are built from what identifies the transition (the device, the code and
+    the provider's own time of it), so the same transition seen again after a
+    restart, or replayed after a crash, has the same id and is published once."""
+    alerts: list[Alert] = []
+    vid = current.vehicle_id
+    problem = current.problem
+    if (
+        previous.problem is not None
+        and problem in PROBLEM_ALERTS
+        and (problem != previous.problem or current.problem_since != previous.problem_since)
+    ):
+        alert_type, severity = PROBLEM_ALERTS[problem]
+        code = ERROR_CODE_OF[problem]
+        # error_code_time is documented; without it, the device's last contact.
+        since = current.problem_since or current.last_seen or now
+        alerts.append(
+            Alert(
+                alert_id=f"{vid}:error_code:{code}:{int(since.timestamp())}",
+                vehicle_id=vid,
+                type=alert_type,
+                time=since,
+                severity=severity,
+                position=current.position,
+                details=_without_none(
+                    {
+                        "provider_type": f"error_code {code}",
+                        "error_code": code,
+                        "error_text": text(item.get("error_text")),
+                        "previous": previous.problem.value,
+                    }
+                ),
+            )
+        )
+    if (
+        previous.status is not None
+        and current.status is not None
+        and current.status != previous.status
+    ):
+        before, after = STATUS_CODE_OF[previous.status], STATUS_CODE_OF[current.status]
+        # No time of the change is documented; the last activity is when it moved
+        # off or stopped, and it is FLEETIZE's own (stable across polls).
+        when = (current.position.time if current.position else None) or current.last_seen or now
+        alerts.append(
+            Alert(
+                alert_id=f"{vid}:status_code:{before}-{after}:{int(when.timestamp())}",
+                vehicle_id=vid,
+                type=AlertType.STATUS_CHANGE,
+                time=when,
+                severity=STATUS_CHANGE_SEVERITY,
+                position=current.position,
+                details=_without_none(
+                    {
+                        "provider_type": f"status_code {after}",
+                        "from": previous.status.value,
+                        "to": current.status.value,
+                        "from_code": before,
+                        "to_code": after,
+                        "status_text": text(item.get("status_text")),
+                    }
+                ),
+            )
+        )
+    return alerts
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def parse_location(value: Any) -> tuple[float, float] | None:

@@ -8,10 +8,30 @@ on a 401) or an API key used as the Bearer token as it is. In position records
 `Xpos` is the LONGITUDE and `Ypos` the LATITUDE; times are UTC text without a zone,
 except fields named `...LocalTime`, which are in the account's time zone.
 
-A poll is three calls whatever the fleet's size (last positions, fuel tanks, the
-active tasks of every vehicle), four when the vehicle list is re-read. The
-documentation shows bodies but few paths: the paths are in `PATHS` and can be
-corrected per account (`MetrotecSettings.paths`) without a code change.
+A poll is four calls whatever the fleet's size (last positions, fuel tanks, the
+active tasks of every vehicle, the alarm log), six when the vehicle list and the
+geozones are re-read. The documentation shows bodies but few paths: the paths are
+in `PATHS` and can be corrected per account (`MetrotecSettings.paths`) without a
+code change.
+
+Alerts come from two sources:
+
+- The alarm log (`GET /api/alarmlog?datetime[]=<from>&datetime[]=<to>`, the path
+  NOTES.md gives; its answer is not documented, so entries are read leniently and
+  their types mapped by name first, then by code: `ALARM_WORDS`, `ALARM_TYPES`).
+  One call per poll for the whole fleet; the window starts at the last entry seen
+  (kept in the checkpoint). An account that insists on `object_id` gets one
+  vehicle per poll instead, in turn.
+- Geozone entries and exits. metrotec.txt documents the zones' geometry (a centre
+  and a radius) and a vehicle's link to a zone "for alarm notifications" with the
+  events 1 = enter and 2 = exit, but no zone event of its own. By default
+  (`geozones_from="positions"`) the client derives them: the zones and their
+  linked vehicles (`zObjects`) come from the geozone list once per vehicle-list
+  refresh, and each poll's positions are checked against them, with a margin
+  against GPS jitter on the way out. The first position of a vehicle is its
+  baseline (no alert), and what is inside what survives restarts in the
+  checkpoint. An account whose alarm log carries the zone alarms can use those
+  instead (`geozones_from="alarm_log"`); either way a zone crossing is one alert.
 """
 
 from __future__ import annotations
@@ -20,6 +40,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +50,17 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
+from multidict import MultiDict
 from yarl import URL
 
-from bridge.errors import ProviderAuthError, ProviderDataError, ProviderError
+from bridge.errors import (
+    ProviderAuthError,
+    ProviderDataError,
+    ProviderError,
+    QuotaExhaustedError,
+)
 from bridge.model import (
+    Alert,
     AlertType,
     Capability,
     CommandResult,
@@ -40,6 +68,7 @@ from bridge.model import (
     PollPlan,
     Position,
     Priority,
+    Severity,
     Task,
     TaskChange,
     TaskStatus,
@@ -74,6 +103,9 @@ PATHS: dict[str, tuple[str, str]] = {
     "task": ("GET", "/routetasks/{id}/"),
     "update_task": ("PATCH", "/routetasks/{id}/"),
     "routelog": ("GET", "/routelog/"),
+    # Documented (NOTES.md): GET /api/alarmlog?datetime[]=..&datetime[]=..&object_id=..
+    "alarm_log": ("GET", "/alarmlog"),
+    "geozones": ("GET", "/geozones/"),
 }
 # Metrotec publishes no rate limit. One call a second on average is what a
 # Django REST API comfortably serves per user, and a poll costs 3-4 calls, so
@@ -107,6 +139,75 @@ OPEN_TASK_CODES = frozenset({1, 2})
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # UTC, no zone
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
+# --- Alerts: the alarm log and geozones (see the module docstring) -----------------
+GEOZONES_FROM_POSITIONS = "positions"  # the default: derived from polled positions
+GEOZONES_FROM_ALARM_LOG = "alarm_log"
+# The alarm log's window: a first start looks an hour back; after that the window
+# starts at the last entry seen less an overlap (entries are logged late now and
+# then), but never earlier than an hour ago while polls succeed, nor more than a
+# day back after an outage. It ends an hour ahead of our clock, in case ours is
+# behind Metrotec's. Entries seen twice are published once (their ids are claimed).
+ALARM_LOG_FIRST_LOOKBACK = timedelta(hours=1)
+ALARM_LOG_OVERLAP = timedelta(minutes=10)
+ALARM_LOG_WINDOW = timedelta(hours=1)
+ALARM_LOG_MAX_LOOKBACK = timedelta(days=1)
+ALARM_LOG_AHEAD = timedelta(hours=1)
+# After the alarm log or the geozone list is refused (404, 403, 400), ask again
+# after this long; positions, fuel and tasks are polled meanwhile.
+OPTIONAL_CALL_PAUSE = timedelta(hours=1)
+#: Alarm names (lower case) -> our type: every word of a row must appear. Checked
+#: before the codes, which are a guess (the simulator's numbering).
+ALARM_WORDS: tuple[tuple[tuple[str, ...], AlertType], ...] = (
+    (("zone", "enter"), AlertType.GEOZONE_ENTER),
+    (("zone", "entr"), AlertType.GEOZONE_ENTER),
+    (("zone", "exit"), AlertType.GEOZONE_EXIT),
+    (("zone", "leav"), AlertType.GEOZONE_EXIT),
+    (("zone", "left"), AlertType.GEOZONE_EXIT),
+    (("sos",), AlertType.PANIC),
+    (("panic",), AlertType.PANIC),
+    (("alarm button",), AlertType.PANIC),
+    (("power",), AlertType.UNPLUGGED),
+    (("unplug",), AlertType.UNPLUGGED),
+    (("tow",), AlertType.TAMPER),
+    (("tamper",), AlertType.TAMPER),
+    (("battery",), AlertType.LOW_BATTERY),
+    (("crash",), AlertType.CRASH),
+    (("impact",), AlertType.CRASH),
+    (("speed",), AlertType.SPEEDING),
+    (("idl",), AlertType.IDLING),
+)
+#: Alarm type codes -> our type. GUESS: 1 and 2 as the zone link's event codes.
+ALARM_TYPES: dict[int, AlertType] = {
+    1: AlertType.GEOZONE_ENTER,
+    2: AlertType.GEOZONE_EXIT,
+    3: AlertType.PANIC,
+    4: AlertType.UNPLUGGED,
+    5: AlertType.TAMPER,
+    6: AlertType.LOW_BATTERY,
+    7: AlertType.SPEEDING,
+    8: AlertType.IDLING,
+    9: AlertType.CRASH,
+}
+ALARM_SEVERITY: dict[AlertType, Severity] = {
+    AlertType.PANIC: Severity.CRITICAL,
+    AlertType.UNPLUGGED: Severity.CRITICAL,
+    AlertType.TAMPER: Severity.CRITICAL,
+    AlertType.CRASH: Severity.CRITICAL,
+    AlertType.GEOZONE_ENTER: Severity.INFO,
+    AlertType.GEOZONE_EXIT: Severity.INFO,
+    AlertType.IDLING: Severity.INFO,
+}  # every other type: WARNING
+GEOZONE_TYPES = frozenset({AlertType.GEOZONE_ENTER, AlertType.GEOZONE_EXIT})
+# The zone link's events (metrotec.txt): 1 = enter, 2 = exit; a link without them: both.
+ZONE_EVENT_ENTER, ZONE_EVENT_EXIT = 1, 2
+# Out of a circle only this far past its edge: a parked vehicle's GPS jitter at the
+# edge must not enter and leave it every poll.
+ZONE_EXIT_MARGIN_M = 25.0
+EARTH_RADIUS_M = 6_371_000.0
+ALARM_SINCE_KEY = "alarm_log_since"
+ALARM_PER_VEHICLE_KEY = "alarm_log_per_vehicle"
+ZONES_KEY = "zones_inside"
+
 
 @dataclass(frozen=True, slots=True)
 class MetrotecSettings:
@@ -122,6 +223,31 @@ class MetrotecSettings:
     timezone: str = DEFAULT_TIMEZONE
     #: Corrections to `PATHS` (name -> path under the API root).
     paths: Mapping[str, str] = field(default_factory=dict)
+    #: Where geozone entries and exits come from: "positions" or "alarm_log".
+    geozones_from: str = GEOZONES_FROM_POSITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Geozone:
+    """A zone from the geozone list: a circle (documented) or a polygon."""
+
+    zone_id: str
+    name: str
+    latitude: float = 0.0
+    longitude: float = 0.0
+    radius_m: float = 0.0
+    polygon: tuple[tuple[float, float], ...] = ()
+
+    def inside(self, latitude: float, longitude: float, was_inside: bool | None) -> bool:
+        """Whether a position is in the zone; near a circle's edge, where it was."""
+        if self.polygon:
+            return _in_polygon(latitude, longitude, self.polygon)
+        distance = _distance_m(self.latitude, self.longitude, latitude, longitude)
+        if distance <= self.radius_m:
+            return True
+        if distance > self.radius_m + ZONE_EXIT_MARGIN_M:
+            return False
+        return bool(was_inside)
 
 
 class MetrotecApiError(ProviderError):
@@ -155,8 +281,9 @@ class MetrotecProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = "last_positions"
-    # Alerts arrive with the alerts issue; none yet.
-    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset(
+        {*ALARM_TYPES.values(), *(t for _, t in ALARM_WORDS), AlertType.OTHER}
+    )
 
     session: aiohttp.ClientSession
     settings: MetrotecSettings
@@ -171,6 +298,16 @@ class MetrotecProvider:
     _token: str | None = field(default=None, init=False)
     # When to log in again: a little before the JWT expires.
     _token_renew_at: datetime | None = field(default=None, init=False)
+    # The alarm log: where the next window starts ("" the fleet, else per vehicle).
+    _alarm_since: dict[str, datetime] = field(default_factory=dict, init=False)
+    _alarm_per_vehicle: bool = field(default=False, init=False)
+    # Geozones: the zones, the zones each vehicle is linked to (with the events it
+    # wants), and what each vehicle was last found inside (zone id -> inside).
+    _zones: dict[str, Geozone] = field(default_factory=dict, init=False)
+    _links: dict[str, dict[str, frozenset[int]]] = field(default_factory=dict, init=False)
+    _inside: dict[str, dict[str, bool]] = field(default_factory=dict, init=False)
+    # Optional calls refused by the account, and until when they are left alone.
+    _paused: dict[str, datetime] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -179,6 +316,11 @@ class MetrotecProvider:
         unknown = set(settings.paths) - set(PATHS)
         if unknown:
             raise ValueError(f"unknown Metrotec paths: {', '.join(sorted(unknown))}")
+        if settings.geozones_from not in (GEOZONES_FROM_POSITIONS, GEOZONES_FROM_ALARM_LOG):
+            raise ValueError(
+                f"geozones_from must be {GEOZONES_FROM_POSITIONS!r} or "
+                f"{GEOZONES_FROM_ALARM_LOG!r}, not {settings.geozones_from!r}"
+            )
         self._paths = {
             name: (method, settings.paths.get(name, path)) for name, (method, path) in PATHS.items()
         }
@@ -197,10 +339,22 @@ class MetrotecProvider:
 
     # --- persistence -------------------------------------------------------
     def checkpoint(self) -> dict[str, str]:
+        checkpoint: dict[str, str] = {}
+        if self._alarm_since:
+            checkpoint[ALARM_SINCE_KEY] = json.dumps(
+                {key: value.isoformat() for key, value in sorted(self._alarm_since.items())}
+            )
+        if self._alarm_per_vehicle:
+            checkpoint[ALARM_PER_VEHICLE_KEY] = "1"
+        if self._inside:
+            checkpoint[ZONES_KEY] = json.dumps(
+                {vid: dict(sorted(zones.items())) for vid, zones in sorted(self._inside.items())}
+            )
         if not (self._token and self._token_renew_at) or self.settings.api_key:
-            return {}
+            return checkpoint
         # The JWT spares a login per restart; the password is never written.
         return {
+            **checkpoint,
             "token": self._token,
             "token_renew_at": self._token_renew_at.isoformat(),
             "token_for": self._token_owner(),
@@ -208,6 +362,9 @@ class MetrotecProvider:
 
     def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
         self._states = {v.vehicle_id: v for v in vehicles}
+        self._alarm_since = _read_since(checkpoint.get(ALARM_SINCE_KEY))
+        self._alarm_per_vehicle = checkpoint.get(ALARM_PER_VEHICLE_KEY) == "1"
+        self._inside = _read_inside(checkpoint.get(ZONES_KEY))
         self._token, self._token_renew_at = None, None
         token, renew_at = checkpoint.get("token"), checkpoint.get("token_renew_at")
         # A token of another user or server (the config changed) is not reused.
@@ -228,23 +385,28 @@ class MetrotecProvider:
         before = dict(self._states)
         touched, self._touched = self._touched, set()
         removed: list[str] = []
+        now = plan.now or self._now()
         try:
             if plan.refresh_vehicles or not self._states:
                 removed = await self._refresh_vehicle_list(priority)
+                if self.settings.geozones_from == GEOZONES_FROM_POSITIONS:
+                    await self._refresh_geozones(priority, now)
             for record in _records(await self._call("last_positions", priority)):
                 self._apply_position(record)
             for record in _records(await self._call("fuel", priority)):
                 self._apply_fuel(record)
             await self._refresh_tasks(priority)
+            alerts = await self._read_alarm_log(priority, now)
         except BaseException:
             self._touched |= touched
             raise
+        alerts += self._zone_crossings(now)
         changed = [
             state
             for vid, state in self._states.items()
             if before.get(vid) != state or vid in touched
         ]
-        return Update(vehicles=changed, removed=removed)
+        return Update(vehicles=changed, removed=removed, alerts=alerts)
 
     async def _refresh_vehicle_list(self, priority: Priority) -> list[str]:
         listed: dict[str, dict[str, Any]] = {}
@@ -283,6 +445,201 @@ class MetrotecProvider:
             self._states[vid] = state.merged(
                 active_tasks=counts.get(vid, 0), current_task=current[1] if current else None
             )
+
+    # --- alerts: the alarm log ----------------------------------------------------
+    async def _read_alarm_log(self, priority: Priority, now: datetime) -> list[Alert]:
+        """New alarm log entries as alerts; best effort, never failing the poll."""
+        if self._is_paused("alarm_log", now):
+            return []
+        key = self._next_alarm_key(now)
+        # A vehicle read for the first time (per vehicle) starts where the fleet was.
+        default = self._alarm_since.get("", now - ALARM_LOG_FIRST_LOOKBACK)
+        start = max(self._alarm_since.get(key, default), now - ALARM_LOG_MAX_LOOKBACK)
+        params: MultiDict[str] = MultiDict(
+            [("datetime[]", _utc_text(start)), ("datetime[]", _utc_text(now + ALARM_LOG_AHEAD))]
+        )
+        if key:
+            params["object_id"] = key
+        try:
+            body = await self._call("alarm_log", priority, params=params)
+            entries = _records(body)
+        except (MetrotecApiError, ProviderAuthError) as err:
+            # A refusal (a 403 too: this key may not read alarms) rests an hour.
+            if (
+                isinstance(err, MetrotecApiError)
+                and err.status == 400
+                and "object_id" in err.fields
+                and not self._alarm_per_vehicle
+            ):
+                # This account wants one vehicle per request: one per poll, in turn.
+                _LOGGER.warning(
+                    "Metrotec: the alarm log wants an object_id; reading it per vehicle"
+                )
+                self._alarm_per_vehicle = True
+                return []
+            self._pause("alarm_log", now, err)
+            return []
+        except (ProviderError, QuotaExhaustedError) as err:
+            _LOGGER.warning("Metrotec: alarm log not read this time: %s", err)
+            return []
+        alerts: list[Alert] = []
+        newest: datetime | None = None
+        for entry in entries:
+            alert = self._alarm_alert(entry)
+            if alert is None:
+                continue
+            newest = alert.time if newest is None else max(newest, alert.time)
+            if (
+                alert.type in GEOZONE_TYPES
+                and self.settings.geozones_from != GEOZONES_FROM_ALARM_LOG
+            ):
+                continue  # derived from positions instead: one alert per crossing
+            alerts.append(alert)
+        since = now - ALARM_LOG_WINDOW
+        if newest is not None:
+            since = max(since, min(newest, now) - ALARM_LOG_OVERLAP)
+        self._alarm_since[key] = max(since, self._alarm_since.get(key, since))
+        return alerts
+
+    def _next_alarm_key(self, now: datetime) -> str:
+        if not self._alarm_per_vehicle:
+            return ""
+        vehicles = sorted(self._states)
+        if not vehicles:
+            return ""
+        never = now - ALARM_LOG_MAX_LOOKBACK
+        # The vehicle whose window is furthest behind goes next.
+        return min(vehicles, key=lambda vid: (self._alarm_since.get(vid, never), vid))
+
+    def _alarm_alert(self, entry: dict[str, Any]) -> Alert | None:
+        vid = text(_first(entry, "object_id", "objectID", "objectId"))
+        when = parse_time(_first(entry, "time", "datetime", "GMTime", "alarm_time", "date"))
+        if vid is None or when is None or vid not in self._states:
+            return None
+        code = integer(_first(entry, "alarm_type", "alarmType", "type", "type_id"))
+        name = text(_first(entry, "alarm_name", "alarmName", "type_name", "name"))
+        alert_type = _alarm_type(name, code)
+        entry_id = text(_first(entry, "id", "ID", "alarm_id"))
+        alert_id = (
+            f"alarm:{entry_id}"
+            if entry_id
+            else f"alarm:{vid}:{name or code}:{int(when.timestamp())}"
+        )
+        lat = number(_first(entry, "lat", "Ypos", "latitude"))
+        lon = number(_first(entry, "lon", "Xpos", "longitude"))
+        position = None
+        if lat is not None and lon is not None and valid_coordinates(lat, lon) and (lat or lon):
+            address = text(_first(entry, "address", "location", "RevGeo"))
+            position = Position(latitude=lat, longitude=lon, time=when, address=address)
+        details = {
+            "provider_type": name or (str(code) if code is not None else None),
+            "alarm_type": code,
+            "zone_id": text(_first(entry, "geozone_id", "zone_id", "zoneId", "geozoneID")),
+            "zone": text(_first(entry, "geozone_name", "zone_name", "zoneName")),
+            "description": text(entry.get("description")),
+            "speed_kmh": number(_first(entry, "speed", "Speed")),
+        }
+        return Alert(
+            alert_id=alert_id,
+            vehicle_id=vid,
+            type=alert_type,
+            time=when,
+            severity=ALARM_SEVERITY.get(alert_type, Severity.WARNING),
+            driver=text(_first(entry, "driver_name", "driverName")),
+            position=position,
+            details={key: value for key, value in details.items() if value is not None},
+        )
+
+    # --- alerts: geozones from positions ------------------------------------------
+    async def _refresh_geozones(self, priority: Priority, now: datetime) -> None:
+        """The zones and the vehicles linked to them (one call, with the vehicle list)."""
+        if self._is_paused("geozones", now):
+            return
+        try:
+            body = await self._call("geozones", priority)
+            records = _records(body)
+        except (MetrotecApiError, ProviderAuthError) as err:
+            self._pause("geozones", now, err)
+            return
+        except (ProviderError, QuotaExhaustedError) as err:
+            _LOGGER.warning("Metrotec: geozones not read this time: %s", err)
+            return
+        zones: dict[str, Geozone] = {}
+        links: dict[str, dict[str, frozenset[int]]] = {}
+        for record in records:
+            zone = _geozone(record)
+            if zone is None or record.get("deleted_at"):
+                continue
+            zones[zone.zone_id] = zone
+            linked = record.get("zObjects")
+            for item in linked if isinstance(linked, list) else []:
+                vid, events = _zone_link(item)
+                if vid:
+                    links.setdefault(vid, {})[zone.zone_id] = events
+        self._zones, self._links = zones, links
+
+    def _zone_crossings(self, now: datetime) -> list[Alert]:
+        """Compare each linked vehicle's position with its zones; alerts for the
+        crossings since the last poll. A zone new to a vehicle is its baseline."""
+        if self.settings.geozones_from != GEOZONES_FROM_POSITIONS or not self._zones:
+            return []
+        alerts: list[Alert] = []
+        inside: dict[str, dict[str, bool]] = {}
+        for vid, links in sorted(self._links.items()):
+            state = self._states.get(vid)
+            position = state.position if state is not None else None
+            before = self._inside.get(vid, {})
+            if position is None:
+                inside[vid] = {z: v for z, v in before.items() if z in links}
+                continue
+            now_inside: dict[str, bool] = {}
+            for zone_id, events in sorted(links.items()):
+                zone = self._zones.get(zone_id)
+                if zone is None:
+                    continue
+                was = before.get(zone_id)
+                found = zone.inside(position.latitude, position.longitude, was)
+                now_inside[zone_id] = found
+                if was is None or was == found:
+                    continue
+                code = ZONE_EVENT_ENTER if found else ZONE_EVENT_EXIT
+                if code in events:
+                    alerts.append(self._zone_alert(vid, zone, found, position, now))
+            inside[vid] = now_inside
+        self._inside = inside
+        return alerts
+
+    def _zone_alert(
+        self, vid: str, zone: Geozone, entered: bool, position: Position, now: datetime
+    ) -> Alert:
+        when = position.time or now
+        word = "enter" if entered else "exit"
+        return Alert(
+            alert_id=f"zone:{vid}:{zone.zone_id}:{word}:{int(when.timestamp())}",
+            vehicle_id=vid,
+            type=AlertType.GEOZONE_ENTER if entered else AlertType.GEOZONE_EXIT,
+            time=when,
+            severity=Severity.INFO,
+            position=position,
+            details={
+                "provider_type": f"geozone {word}",
+                "zone_id": zone.zone_id,
+                "zone": zone.name,
+            },
+        )
+
+    def _is_paused(self, name: str, now: datetime) -> bool:
+        until = self._paused.get(name)
+        return until is not None and now < until
+
+    def _pause(self, name: str, now: datetime, err: ProviderError) -> None:
+        self._paused[name] = now + OPTIONAL_CALL_PAUSE
+        _LOGGER.warning(
+            "Metrotec refused %s (%s); trying again in an hour. Correct its path in "
+            "`paths` if this account's API differs.",
+            name,
+            err,
+        )
 
     # --- lights and reporting interval (vehicle events) -------------------------
     async def set_lights(self, vehicle_id: str, on: bool, priority: Priority) -> CommandResult:
@@ -604,6 +961,129 @@ class MetrotecProvider:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def _first(record: Mapping[str, Any], *names: str) -> Any:
+    """The first of several possible names a field goes by (undocumented shapes)."""
+    for name in names:
+        value = record.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _alarm_type(name: str | None, code: int | None) -> AlertType:
+    if name:
+        lowered = name.lower()
+        for words, alert_type in ALARM_WORDS:
+            if all(word in lowered for word in words):
+                return alert_type
+    if code is not None:
+        return ALARM_TYPES.get(code, AlertType.OTHER)
+    return AlertType.OTHER
+
+
+def _geozone(record: dict[str, Any]) -> Geozone | None:
+    zone_id = text(_first(record, "id", "ID"))
+    geometry = record.get("geometry")
+    if isinstance(geometry, str):  # the create request sends it as JSON text
+        try:
+            geometry = json.loads(geometry)
+        except json.JSONDecodeError:
+            geometry = None
+    if zone_id is None or not isinstance(geometry, dict):
+        return None
+    name = text(record.get("name")) or zone_id
+    kind = str(geometry.get("type", "circle")).lower()
+    if kind == "circle":
+        centre = _lat_lng(geometry.get("latlng"))
+        radius = number(geometry.get("radius"))
+        if centre is None or radius is None or radius <= 0:
+            return None
+        return Geozone(zone_id, name, centre[0], centre[1], radius)
+    points = geometry.get("latlngs") or geometry.get("coordinates")
+    while isinstance(points, list) and len(points) == 1 and isinstance(points[0], list):
+        points = points[0]  # [[ring]] -> ring
+    ring = [p for p in map(_lat_lng, points if isinstance(points, list) else []) if p]
+    if len(ring) < 3:
+        _LOGGER.debug("Metrotec: zone %s has a geometry we cannot read (%s)", zone_id, kind)
+        return None
+    return Geozone(zone_id, name, polygon=tuple(ring))
+
+
+def _lat_lng(value: Any) -> tuple[float, float] | None:
+    """`{lat, lng}` (Metrotec's circles) or `[lat, lng]`."""
+    if isinstance(value, dict):
+        lat, lon = number(value.get("lat")), number(value.get("lng", value.get("lon")))
+    elif isinstance(value, list | tuple) and len(value) >= 2:
+        lat, lon = number(value[0]), number(value[1])
+    else:
+        return None
+    if lat is None or lon is None or not valid_coordinates(lat, lon):
+        return None
+    return lat, lon
+
+
+def _zone_link(item: Any) -> tuple[str | None, frozenset[int]]:
+    """A zObjects entry: an object id (documented), or an object with its events."""
+    both = frozenset({ZONE_EVENT_ENTER, ZONE_EVENT_EXIT})
+    if not isinstance(item, dict):
+        return text(item), both
+    vid = text(_first(item, "object_id", "objectID", "id"))
+    raw = item.get("events")
+    events = (
+        frozenset(e for e in map(integer, raw) if e is not None) if isinstance(raw, list) else both
+    )
+    return vid, events or both
+
+
+def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    half = (
+        math.sin((phi2 - phi1) / 2) ** 2
+        + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, half)))
+
+
+def _in_polygon(lat: float, lon: float, ring: tuple[tuple[float, float], ...]) -> bool:
+    inside = False
+    j = len(ring) - 1
+    for i, (lat_i, lon_i) in enumerate(ring):
+        lat_j, lon_j = ring[j]
+        if (lat_i > lat) != (lat_j > lat) and lon < (lon_j - lon_i) * (lat - lat_i) / (
+            lat_j - lat_i
+        ) + lon_i:
+            inside = not inside
+        j = i
+    return inside
+
+
+def _read_since(raw: str | None) -> dict[str, datetime]:
+    try:
+        data = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    result: dict[str, datetime] = {}
+    for key, value in data.items() if isinstance(data, dict) else []:
+        when = parse_time(value)
+        if isinstance(key, str) and when is not None:
+            result[key] = when
+    return result
+
+
+def _read_inside(raw: str | None) -> dict[str, dict[str, bool]]:
+    try:
+        data = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(vid): {str(z): bool(v) for z, v in zones.items()}
+        for vid, zones in data.items()
+        if isinstance(zones, dict)
+    }
 
 
 def _records(body: Any) -> list[dict[str, Any]]:

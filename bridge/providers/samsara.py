@@ -1,9 +1,19 @@
-"""Samsara: vehicles and their stats through the stats feed.
+"""Samsara: vehicles and their stats through the stats feed, alerts through the
+safety events stream.
 
 The feed (`/fleet/vehicles/stats/feed`) returns the last known values on the first
 call and only what changed after that, with a cursor that we keep across restarts.
 A call takes at most three stat types, so the types are grouped and each group has
 its own cursor. Speeds arrive in mph and odometers in metres: converted here, once.
+
+Safety events (`/safety-events/stream`, 5 requests a second) are read after the
+feed on every poll, with a cursor of their own kept across restarts. Neither
+samsara.txt nor NOTES.md shows the stream's shapes; they follow Samsara's public
+API reference (`SafetyEventV2ObjectResponseBody`): a required `startTime` that
+must be sent unchanged with every `after` cursor of the same stream, events with
+`id`, `asset`, `driver`, `behaviorLabels[].label`, `startMs` (RFC 3339 despite its
+name), `location` and `media[].url`. Reading them is best effort: a failure there
+never costs the poll its vehicle states, and the cursor only moves on success.
 """
 
 from __future__ import annotations
@@ -11,14 +21,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import aiohttp
 from yarl import URL
 
-from bridge.errors import ProviderDataError, ProviderError
+from bridge.errors import ProviderDataError, ProviderError, QuotaExhaustedError
 from bridge.model import (
+    Alert,
     AlertType,
     Camera,
     Capability,
@@ -28,10 +39,12 @@ from bridge.model import (
     PollPlan,
     Position,
     Priority,
+    Severity,
     Update,
     VehicleState,
     format_time,
     parse_time,
+    utc_now,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
 from bridge.providers.parse import integer, number, text, valid_coordinates
@@ -63,6 +76,8 @@ ENDPOINT_STATS_FEED = "stats_feed"
 ENDPOINT_MEDIA_CREATE = "media_retrieval_create"
 ENDPOINT_MEDIA_STATUS = "media_retrieval_status"
 PATH_MEDIA_RETRIEVAL = "cameras/media/retrieval"
+ENDPOINT_SAFETY_STREAM = "safety_events_stream"
+PATH_SAFETY_STREAM = "safety-events/stream"
 DEFAULT_BUDGETS = (
     Budget("per_token", BudgetKind.WINDOW, limit=150, period=1.0),
     Budget(
@@ -79,6 +94,13 @@ DEFAULT_BUDGETS = (
         period=1.0,
         endpoints=frozenset({ENDPOINT_MEDIA_STATUS}),
     ),
+    Budget(
+        "safety_events_stream",
+        BudgetKind.WINDOW,
+        limit=5,
+        period=1.0,
+        endpoints=frozenset({ENDPOINT_SAFETY_STREAM}),
+    ),
 )
 CAMERA_INPUTS = {Camera.ROAD: "dashcamRoadFacing", Camera.DRIVER: "dashcamDriverFacing"}
 # Media states: the documentation names "done"; other spellings seen in the wild
@@ -87,6 +109,85 @@ MEDIA_DONE = frozenset({"done", "available", "completed", "complete"})
 MEDIA_FAILED = frozenset({"failed", "invalid", "unavailable", "error"})
 OBD_ODOMETER_KEY = "obd_odometer"
 ENGINE_STATES = {"Off": EngineState.OFF, "On": EngineState.ON, "Idle": EngineState.IDLE}
+
+# --- Safety events: the stream's window and Samsara's labels in our vocabulary ----
+# The first start reads this far back; a refused cursor (expired after 30 days, or
+# the token changed) restarts from the last successful read less the overlap, but
+# never further back than the look-back cap. Repeats are harmless: ids are claimed.
+SAFETY_FIRST_LOOKBACK = timedelta(hours=1)
+SAFETY_OVERLAP = timedelta(minutes=5)
+SAFETY_MAX_LOOKBACK = timedelta(hours=24)
+# At 5 requests a second, a poll reads at most this many pages; the rest next poll.
+SAFETY_PAGES_PER_POLL = 4
+# A token without the safety scope (403) or an account without the stream (404):
+# ask again after this long, and keep polling the feed meanwhile.
+SAFETY_DENIED_PAUSE = timedelta(hours=1)
+#: `behaviorLabels[].label` (v2 names, and the legacy camelCase ones) -> our type.
+#: Keys are compared in lower case; a label not listed is `other`.
+SAFETY_LABELS: dict[str, AlertType] = {
+    "braking": AlertType.HARSH_BRAKING,
+    "harshbrake": AlertType.HARSH_BRAKING,
+    "acceleration": AlertType.HARSH_ACCELERATION,
+    "harshaccel": AlertType.HARSH_ACCELERATION,
+    "harshturn": AlertType.HARSH_CORNERING,
+    "speeding": AlertType.SPEEDING,
+    "lightspeeding": AlertType.SPEEDING,
+    "moderatespeeding": AlertType.SPEEDING,
+    "heavyspeeding": AlertType.SPEEDING,
+    "severespeeding": AlertType.SPEEDING,
+    "maxspeed": AlertType.SPEEDING,
+    "crash": AlertType.CRASH,
+    "harshcrash": AlertType.CRASH,
+    "drowsy": AlertType.DROWSINESS,
+    "drowsiness": AlertType.DROWSINESS,
+    "genericdistraction": AlertType.DISTRACTION,
+    "edgedistracteddriving": AlertType.DISTRACTION,
+    "distracted": AlertType.DISTRACTION,
+    "distracteddriving": AlertType.DISTRACTION,
+    "eating": AlertType.DISTRACTION,
+    "drinking": AlertType.DISTRACTION,
+    "eatingdrinking": AlertType.DISTRACTION,
+    "mobileusage": AlertType.PHONE_USE,
+    "mobile_usage": AlertType.PHONE_USE,
+    "phone": AlertType.PHONE_USE,
+    "phoneusage": AlertType.PHONE_USE,
+    "noseatbelt": AlertType.SEATBELT,
+    "smoking": AlertType.SMOKING,
+    "idling": AlertType.IDLING,
+    "obstructedcamera": AlertType.TAMPER,
+}
+#: Of several labels on one event, the first type in this order names it.
+SAFETY_PRIORITY: tuple[AlertType, ...] = (
+    AlertType.CRASH,
+    AlertType.DROWSINESS,
+    AlertType.PHONE_USE,
+    AlertType.DISTRACTION,
+    AlertType.HARSH_BRAKING,
+    AlertType.HARSH_ACCELERATION,
+    AlertType.HARSH_CORNERING,
+    AlertType.SPEEDING,
+    AlertType.SEATBELT,
+    AlertType.SMOKING,
+    AlertType.TAMPER,
+    AlertType.IDLING,
+)
+SAFETY_SEVERITY: dict[AlertType, Severity] = {
+    AlertType.CRASH: Severity.CRITICAL,
+    AlertType.DROWSINESS: Severity.CRITICAL,
+    AlertType.IDLING: Severity.INFO,
+    AlertType.OTHER: Severity.INFO,
+}  # every other type: WARNING
+#: Labels that make an event critical whatever its type.
+SAFETY_CRITICAL_LABELS = frozenset({"severespeeding", "heavyspeeding"})
+# States in which an event is not news: a safety manager dismissed it before we saw it.
+SAFETY_IGNORED_STATES = frozenset({"dismissed"})
+#: The media of an event, in the order the alert's `media_url` is chosen from.
+SAFETY_MEDIA_INPUTS = ("dashcamRoadFacing", "dashcamDriverFacing")
+# The legacy safety events' video fields, for accounts still answering with them.
+SAFETY_LEGACY_MEDIA = ("downloadForwardVideoUrl", "downloadInwardVideoUrl")
+SAFETY_CURSOR_KEY = "safety:cursor"
+SAFETY_START_KEY = "safety:start"
+SAFETY_READ_KEY = "safety:read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +199,8 @@ class SamsaraSettings:
     api_version: str | None = None
     request_timeout: float = 30.0
     feed_groups: tuple[tuple[str, ...], ...] = FEED_GROUPS
+    #: Read the safety events stream (alerts) after the feed on every poll.
+    safety_events: bool = True
 
 
 @dataclass(slots=True)
@@ -127,8 +230,9 @@ class SamsaraProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = ENDPOINT_STATS_FEED
-    # Alerts arrive with the alerts issue; none yet.
-    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset(
+        {*SAFETY_LABELS.values(), AlertType.OTHER}
+    )
 
     session: aiohttp.ClientSession
     settings: SamsaraSettings
@@ -139,6 +243,13 @@ class SamsaraProvider:
     _states: dict[str, VehicleState] = field(default_factory=dict, init=False)
     _readings: dict[str, _Reading] = field(default_factory=dict, init=False)
     _cursors: dict[str, str] = field(default_factory=dict, init=False)
+    # The safety events stream: its cursor, the `startTime` pinned to it, and when
+    # it was last read to its end (the look-back of a restart after a refusal).
+    _safety_cursor: str | None = field(default=None, init=False)
+    _safety_start: str | None = field(default=None, init=False)
+    _safety_read: datetime | None = field(default=None, init=False)
+    _safety_paused_until: datetime | None = field(default=None, init=False)
+    _safety_failing: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         for group in self.settings.feed_groups:
@@ -160,6 +271,11 @@ class SamsaraProvider:
         checkpoint[OBD_ODOMETER_KEY] = ",".join(
             sorted(vid for vid, r in self._readings.items() if r.obd_odometer)
         )
+        if self._safety_cursor and self._safety_start:
+            checkpoint[SAFETY_CURSOR_KEY] = self._safety_cursor
+            checkpoint[SAFETY_START_KEY] = self._safety_start
+        if self._safety_read is not None:
+            checkpoint[SAFETY_READ_KEY] = self._safety_read.isoformat()
         return checkpoint
 
     def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
@@ -168,6 +284,11 @@ class SamsaraProvider:
         self._states = {v.vehicle_id: v for v in vehicles}
         with_obd = filter(None, checkpoint.get(OBD_ODOMETER_KEY, "").split(","))
         self._readings = {vid: _Reading(obd_odometer=True) for vid in with_obd}
+        cursor, start = checkpoint.get(SAFETY_CURSOR_KEY), checkpoint.get(SAFETY_START_KEY)
+        self._safety_cursor, self._safety_start = (
+            (cursor, start) if cursor and start else (None, None)
+        )
+        self._safety_read = _aware(checkpoint.get(SAFETY_READ_KEY))
 
     async def close(self) -> None:
         """Nothing to release: the session is injected and owned by the caller."""
@@ -183,7 +304,12 @@ class SamsaraProvider:
         for group in self.settings.feed_groups:
             more |= await self._read_feed(group)
         changed = [state for vid, state in self._states.items() if before.get(vid) != state]
-        return Update(vehicles=changed, removed=removed, more=more)
+        alerts: list[Alert] = []
+        if self.settings.safety_events:
+            alerts = await self._read_safety_events(self._now(plan))
+        # A backlog of safety events is read over the next polls, never by polling
+        # the feed sooner than its documented pace.
+        return Update(vehicles=changed, removed=removed, more=more, alerts=alerts)
 
     async def _refresh_vehicle_list(self) -> list[str]:
         listed: dict[str, dict[str, Any]] = {}
@@ -244,6 +370,81 @@ class SamsaraProvider:
             if not has_next:
                 return False
         return True
+
+    async def _read_safety_events(self, now: datetime) -> list[Alert]:
+        """New safety events as alerts: at most a few pages, and never an error
+        that would cost the poll the vehicle states it already has."""
+        if self._safety_paused_until is not None and now < self._safety_paused_until:
+            return []
+        alerts: list[Alert] = []
+        for _ in range(SAFETY_PAGES_PER_POLL):
+            cursor, start = self._safety_cursor, self._safety_start
+            if not (cursor and start):
+                cursor, start = None, format_time(self._safety_look_back(now))
+            assert start is not None
+            params = {"startTime": start, "includeAsset": "true", "includeDriver": "true"}
+            if cursor:
+                params["after"] = cursor
+            try:
+                response = await self._http.request(
+                    "GET",
+                    self._url(PATH_SAFETY_STREAM),
+                    headers=self._headers(),
+                    params=params,
+                    passthrough_statuses=frozenset({400, 403, 404}),
+                    endpoint=ENDPOINT_SAFETY_STREAM,
+                    priority=self._priority,
+                )
+            except (ProviderError, QuotaExhaustedError) as err:
+                # Once per outage at warning level: this repeats every poll.
+                log = _LOGGER.debug if self._safety_failing else _LOGGER.warning
+                log("Samsara safety events not read this time: %s", err)
+                self._safety_failing = True
+                return alerts
+            self._safety_failing = False
+            if response.status == 400 and cursor:
+                # Expired (30 days), or startTime differs from the cursor's: start
+                # again a little before the last complete read.
+                _LOGGER.warning(
+                    "Samsara refused the saved safety events cursor; reading again from %s",
+                    format_time(self._safety_look_back(now)),
+                )
+                self._safety_cursor = self._safety_start = None
+                continue
+            if response.status in (403, 404) or response.status == 400:
+                self._safety_paused_until = now + SAFETY_DENIED_PAUSE
+                _LOGGER.warning(
+                    "Samsara answered HTTP %s to the safety events stream (%s); alerts are "
+                    "off for an hour. A 403 means the API token lacks the 'Read Safety "
+                    "Events & Scores' scope.",
+                    response.status,
+                    response.text(),
+                )
+                return alerts
+            try:
+                body = response.json()
+                events = _data_list(body)
+            except ProviderDataError as err:
+                _LOGGER.warning("Samsara safety events: unreadable answer: %s", err)
+                return alerts
+            alerts += [a for a in map(safety_alert, events) if a is not None]
+            end_cursor, has_next = _pagination(body)
+            if end_cursor:
+                self._safety_cursor, self._safety_start = end_cursor, start
+            if not has_next:
+                self._safety_read = now
+                return alerts
+        return alerts
+
+    def _safety_look_back(self, now: datetime) -> datetime:
+        if self._safety_read is None:
+            return now - SAFETY_FIRST_LOOKBACK
+        return max(self._safety_read - SAFETY_OVERLAP, now - SAFETY_MAX_LOOKBACK)
+
+    def _now(self, plan: PollPlan) -> datetime:
+        if plan.now is not None:
+            return plan.now
+        return self.quota.now() if self.quota is not None else utc_now()
 
     async def _get(
         self, path: str, params: dict[str, str], *, endpoint: str, cursor_given: bool = False
@@ -409,6 +610,134 @@ class SamsaraProvider:
         if seen:
             changes["last_seen"] = max(seen)
         return state.merged(**changes)
+
+
+# --- safety events into alerts -------------------------------------------------------
+
+
+def safety_alert(item: Any) -> Alert | None:
+    """One safety event as an alert; None for what is not one (no id or vehicle,
+    no time, or dismissed before we saw it)."""
+    if not isinstance(item, dict):
+        return None
+    event_id = text(item.get("id"))
+    asset = item.get("asset") or item.get("vehicle")
+    vehicle_id = text(asset.get("id")) if isinstance(asset, dict) else None
+    when = _event_time(item.get("startMs")) or _event_time(item.get("time"))
+    state = text(item.get("eventState"))
+    if event_id is None or vehicle_id is None or when is None:
+        _LOGGER.debug("Samsara: skipped a safety event without id, vehicle or time")
+        return None
+    if state is not None and state.lower() in SAFETY_IGNORED_STATES:
+        return None
+    labels = _labels(item.get("behaviorLabels"))
+    alert_type = _alert_type(labels)
+    # The label the type came from is the provider's own name for the event.
+    named = next((x for x in labels if SAFETY_LABELS.get(x.lower()) is alert_type), None)
+    severity = SAFETY_SEVERITY.get(alert_type, Severity.WARNING)
+    if any(label.lower() in SAFETY_CRITICAL_LABELS for label in labels):
+        severity = Severity.CRITICAL
+    driver = item.get("driver")
+    details = {
+        "provider_type": named or (labels[0] if labels else None),
+        "labels": labels,
+        "event_state": state,
+        "max_g": number(item.get("maxAccelerationGForce")),
+        "review_url": text(item.get("inboxEventUrl")),
+    }
+    return Alert(
+        alert_id=event_id,
+        vehicle_id=vehicle_id,
+        type=alert_type,
+        time=when,
+        severity=severity,
+        driver=(text(driver.get("name")) or text(driver.get("id")))
+        if isinstance(driver, dict)
+        else None,
+        position=_event_position(item.get("location"), when),
+        media_url=_media_url(item),
+        details={key: value for key, value in details.items() if value not in (None, [])},
+    )
+
+
+def _labels(raw: Any) -> list[str]:
+    labels: list[str] = []
+    for entry in raw if isinstance(raw, list) else []:
+        label = text(entry.get("label") or entry.get("name")) if isinstance(entry, dict) else None
+        label = label or text(entry)
+        if label:
+            labels.append(label)
+    return labels
+
+
+def _alert_type(labels: list[str]) -> AlertType:
+    found = {SAFETY_LABELS[label.lower()] for label in labels if label.lower() in SAFETY_LABELS}
+    return next((t for t in SAFETY_PRIORITY if t in found), AlertType.OTHER)
+
+
+def _event_time(value: Any) -> datetime | None:
+    """RFC 3339 text (the v2 API, even in fields named `...Ms`) or epoch ms."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC) if value > 0 else None
+        except (OverflowError, OSError, ValueError):
+            return None
+    return parse_time(value)
+
+
+def _event_position(location: Any, when: datetime) -> Position | None:
+    if not isinstance(location, dict):
+        return None
+    lat, lon = number(location.get("latitude")), number(location.get("longitude"))
+    if lat is None or lon is None or not valid_coordinates(lat, lon):
+        return None
+    return Position(
+        latitude=lat,
+        longitude=lon,
+        time=when,
+        heading=number(location.get("headingDegrees")),
+        accuracy_m=number(location.get("accuracyMeters")),
+        address=_address(location.get("address")) or text(location.get("formattedLocation")),
+    )
+
+
+def _address(address: Any) -> str | None:
+    """`{streetNumber, street, city, state, ...}` as one line."""
+    if isinstance(address, str):
+        return address.strip() or None
+    if not isinstance(address, dict):
+        return None
+    street = " ".join(
+        part for part in (text(address.get("streetNumber")), text(address.get("street"))) if part
+    )
+    parts = [street, text(address.get("city")), text(address.get("state"))]
+    return ", ".join(part for part in parts if part) or text(address.get("pointOfInterest"))
+
+
+def _media_url(item: dict[str, Any]) -> str | None:
+    media = item.get("media")
+    urls: dict[str, str] = {}
+    for entry in media if isinstance(media, list) else []:
+        if isinstance(entry, dict):
+            url, source = text(entry.get("url")), text(entry.get("input")) or ""
+            if url:
+                urls.setdefault(source, url)
+    for source in SAFETY_MEDIA_INPUTS:
+        if source in urls:
+            return urls[source]
+    if urls:
+        return next(iter(urls.values()))
+    return next((u for u in map(text, map(item.get, SAFETY_LEGACY_MEDIA)) if u), None)
+
+
+def _aware(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _group_key(types: tuple[str, ...]) -> str:

@@ -7,11 +7,20 @@ expires, and renewed once when a call answers 401. Limits are sliding windows
 per token and per endpoint; the safety-score window (30 per 60 s) is the
 tightest, so scores are fetched a few vehicles per poll, oldest first, with
 explicit start and finish (the preset windows are documented as buggy).
+
+Alerts are the company's alert records, read at most every `alert_interval`
+from the second poll of a run on (the first publishes the vehicles and their
+event entities), over the window from `alert_overlap` before the end of the
+last one read (records arrive late) to now; the first reaches back
+`alert_lookback`. Repeats are expected: the poller publishes each record once.
+The same records pushed to the webhook receiver are parsed by `webhook_alerts`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,11 +36,13 @@ from bridge.errors import (
     QuotaExhaustedError,
 )
 from bridge.model import (
+    Alert,
     AlertType,
     Capability,
     PollPlan,
     Position,
     Priority,
+    Severity,
     Update,
     VehicleState,
     format_time,
@@ -49,6 +60,7 @@ PATH_TOKEN = "api/v2/authentication/token/api-key"
 PATH_COMPANIES = "api/v2/companies"
 PATH_FLEET_POSITIONS = "api/v2/companies/{company}/vehicles/last-position"
 PATH_SAFETY_SCORE = "api/v2/safety-score/{vehicle}"
+PATH_ALERT_RECORDS = "api/v2/companies/{company}/alert-records"
 ENDPOINT_AUTH = "auth"
 ENDPOINT_COMPANIES = "companies"
 ENDPOINT_FLEET_POSITIONS = "fleet_last_position"
@@ -56,7 +68,10 @@ ENDPOINT_VEHICLE_POSITION = "vehicle_last_position"
 ENDPOINT_SAFETY_SCORE = "safety_score"
 ENDPOINT_REPLAY = "replay"
 ENDPOINT_VEHICLES_LIST = "vehicles_list"
+ENDPOINT_ALERT_RECORDS = "alert_records"
 PAGE_SIZE = 500  # documented maximum (default 50)
+# Alert pages read per poll at most (the rest of the window comes next poll).
+MAX_ALERT_PAGES = 10
 # Renew the token this long before it expires (documented advice).
 TOKEN_MARGIN = timedelta(minutes=5)
 DEFAULT_BUDGETS = (
@@ -98,6 +113,56 @@ DEFAULT_BUDGETS = (
     ),
 )
 
+# --- Alerts: record types in the bridge's vocabulary -----------------------------
+#: Record `type` -> alert type, keyed by the type in lower case without
+#: separators (`HarshBraking`, `harsh_braking` and `Harsh braking` are one). The
+#: documentation names the endpoint only; `Speeding` and `HarshBraking` are
+#: what we have seen, the rest the usual names of rules a company can set up.
+#: Anything else is OTHER, with its name in `details.provider_type`.
+ALERT_TYPES: dict[str, AlertType] = {
+    "speeding": AlertType.SPEEDING,
+    "overspeed": AlertType.SPEEDING,
+    "harshbraking": AlertType.HARSH_BRAKING,
+    "harshacceleration": AlertType.HARSH_ACCELERATION,
+    "harshcornering": AlertType.HARSH_CORNERING,
+    "harshturn": AlertType.HARSH_CORNERING,
+    "crash": AlertType.CRASH,
+    "impact": AlertType.CRASH,
+    "geofenceenter": AlertType.GEOZONE_ENTER,
+    "geofenceentry": AlertType.GEOZONE_ENTER,
+    "geofenceexit": AlertType.GEOZONE_EXIT,
+    "idling": AlertType.IDLING,
+    "excessiveidle": AlertType.IDLING,
+    "panic": AlertType.PANIC,
+    "sos": AlertType.PANIC,
+    "powerdisconnected": AlertType.UNPLUGGED,
+    "tamper": AlertType.TAMPER,
+    "lowbattery": AlertType.LOW_BATTERY,
+}
+#: Severity of a record by type (a record carries none); anything else: WARNING.
+ALERT_SEVERITIES: dict[AlertType, Severity] = {
+    AlertType.CRASH: Severity.CRITICAL,
+    AlertType.PANIC: Severity.CRITICAL,
+    AlertType.TAMPER: Severity.CRITICAL,
+    AlertType.GEOZONE_ENTER: Severity.INFO,
+    AlertType.GEOZONE_EXIT: Severity.INFO,
+    AlertType.IDLING: Severity.INFO,
+    AlertType.OTHER: Severity.INFO,
+}
+#: A record's own severity or priority, should it have one.
+SEVERITY_WORDS: dict[str, Severity] = {
+    "low": Severity.INFO,
+    "info": Severity.INFO,
+    "medium": Severity.WARNING,
+    "warning": Severity.WARNING,
+    "high": Severity.CRITICAL,
+    "critical": Severity.CRITICAL,
+}
+# After an outage the window never reaches back further than this.
+MAX_ALERT_CATCH_UP = timedelta(days=1)
+# A key without access to alert records is asked again this often.
+ALERT_ACCESS_RETRY = timedelta(hours=1)
+
 
 @dataclass(frozen=True, slots=True)
 class TelemaxSettings:
@@ -109,6 +174,11 @@ class TelemaxSettings:
     safety_score_days: int = 7
     # At most this many safety-score calls per poll (the rest come next poll).
     safety_scores_per_poll: int = 10
+    # Alert records: read at most this often; the first read reaches back
+    # `alert_lookback`, later ones start `alert_overlap` before the last window's end.
+    alert_interval: float = 60.0
+    alert_lookback: float = 3600.0
+    alert_overlap: float = 3600.0
 
 
 @dataclass(slots=True)
@@ -131,8 +201,10 @@ class TelemaxProvider:
     )
     default_budgets: ClassVar[tuple[Budget, ...]] = DEFAULT_BUDGETS
     poll_endpoint: ClassVar[str] = ENDPOINT_FLEET_POSITIONS
-    # Alerts arrive with the alerts issue; none yet.
-    alert_types: ClassVar[frozenset[AlertType]] = frozenset()
+    # Alert rules are the company's own: types outside the table come as OTHER.
+    alert_types: ClassVar[frozenset[AlertType]] = frozenset(
+        {*ALERT_TYPES.values(), AlertType.OTHER}
+    )
 
     session: aiohttp.ClientSession
     settings: TelemaxSettings
@@ -145,6 +217,13 @@ class TelemaxProvider:
     _company: str | None = field(default=None, init=False)
     _scored_at: dict[str, datetime] = field(default_factory=dict, init=False)
     _scores_allowed: bool = field(default=True, init=False)
+    # The end of the last alert window read whole (checkpointed).
+    _alerts_until: datetime | None = field(default=None, init=False)
+    # The window being read page by page: (start, end, next page).
+    _alert_window: tuple[datetime, datetime, int] | None = field(default=None, init=False)
+    _alerts_armed: bool = field(default=False, init=False)
+    _alerts_due: datetime | None = field(default=None, init=False)
+    _alerts_denied_until: datetime | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._http = HttpClient(
@@ -165,6 +244,8 @@ class TelemaxProvider:
             # restart; the API key itself is never written there.
             checkpoint["token"] = self._token
             checkpoint["token_expires"] = self._token_expires.isoformat()
+        if self._alerts_until is not None:
+            checkpoint["alerts_until"] = self._alerts_until.isoformat()
         return checkpoint
 
     def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
@@ -173,6 +254,7 @@ class TelemaxProvider:
         self._token = checkpoint.get("token")
         expires = checkpoint.get("token_expires")
         self._token_expires = datetime.fromisoformat(expires) if expires else None
+        self._alerts_until = parse_time(checkpoint.get("alerts_until"))
 
     async def close(self) -> None:
         """Nothing to release: the session is injected."""
@@ -208,7 +290,8 @@ class TelemaxProvider:
             self._scored_at.pop(vid, None)
         await self._refresh_scores(now, plan.priority)
         changed = [s for vid, s in self._states.items() if before.get(vid) != s]
-        return Update(vehicles=changed, removed=removed)
+        alerts = await self._poll_alerts(now, plan.priority)
+        return Update(vehicles=changed, removed=removed, alerts=alerts)
 
     async def _first_company(self, now: datetime, priority: Priority) -> str:
         body = await self._get(PATH_COMPANIES, ENDPOINT_COMPANIES, now, priority)
@@ -271,6 +354,79 @@ class TelemaxProvider:
         total = sum(d for _, d in weighted)
         return round(sum(s * d for s, d in weighted) / total, 1)
 
+    # --- alerts ------------------------------------------------------------------
+    async def _poll_alerts(self, now: datetime, priority: Priority) -> list[Alert]:
+        """The company's alert records, when due; a failure never fails the poll."""
+        if not self._alerts_armed:
+            # The first poll of a run publishes the vehicles (and their event
+            # entities); alerts start with the next, the window covers the gap.
+            self._alerts_armed = True
+            return []
+        if self._alerts_due is not None and now < self._alerts_due:
+            return []
+        if self._alerts_denied_until is not None and now < self._alerts_denied_until:
+            return []
+        if self.quota is not None and self.quota.available(ENDPOINT_ALERT_RECORDS, priority) < 1:
+            _LOGGER.debug("Telemax: no quota to spare for alert records this poll")
+            return []
+        if self._alert_window is None:
+            self._alert_window = (self._alert_start(now), now, 1)
+        start, end, first_page = self._alert_window
+        alerts: list[Alert] = []
+        try:
+            for page in range(first_page, first_page + MAX_ALERT_PAGES):
+                body = await self._get(
+                    PATH_ALERT_RECORDS.format(company=self._company),
+                    ENDPOINT_ALERT_RECORDS,
+                    now,
+                    priority,
+                    params={
+                        "from": _iso(start),
+                        "to": _iso(end),
+                        "page": str(page),
+                        "pageSize": str(PAGE_SIZE),
+                    },
+                    passthrough=frozenset({403}),
+                )
+                if body is _NO_ACCESS:
+                    if self._alerts_denied_until is None:
+                        _LOGGER.warning(
+                            "Telemax: the API key may not read alert records (HTTP 403); "
+                            "alerts are skipped (positions keep coming), asked again hourly"
+                        )
+                    self._alerts_denied_until = now + ALERT_ACCESS_RETRY
+                    self._alert_window = None
+                    return alerts
+                alerts += _record_alerts(_items(body))
+                pages = integer(body.get("numberOfPages")) if isinstance(body, dict) else None
+                if pages is None or page >= pages:
+                    break
+                # Remembered page by page: a failure or the page limit resumes here.
+                self._alert_window = (start, end, page + 1)
+            else:
+                self._alerts_due = now + timedelta(seconds=self.settings.alert_interval)
+                return alerts
+        except ProviderAuthError:
+            raise
+        except (ProviderError, QuotaExhaustedError) as err:
+            _LOGGER.info("Telemax: no alert records this poll: %s", err)
+            return alerts
+        if self._alerts_denied_until is not None:
+            _LOGGER.info("Telemax: alert records are readable again")
+            self._alerts_denied_until = None
+        self._alerts_until, self._alert_window = end, None
+        self._alerts_due = now + timedelta(seconds=self.settings.alert_interval)
+        return alerts
+
+    def _alert_start(self, now: datetime) -> datetime:
+        if self._alerts_until is None:
+            start = now - timedelta(seconds=self.settings.alert_lookback)
+        else:
+            start = self._alerts_until - timedelta(seconds=self.settings.alert_overlap)
+        if start >= now:  # the clock went back
+            start = now - timedelta(seconds=self.settings.alert_overlap)
+        return max(start, now - MAX_ALERT_CATCH_UP)
+
     # --- HTTP ----------------------------------------------------------------
     async def _get(
         self,
@@ -309,6 +465,8 @@ class TelemaxProvider:
                         "(HTTP 403); risk scores stay unknown"
                     )
                     self._scores_allowed = False
+                return _NO_ACCESS
+            if response.status == 403 and endpoint == ENDPOINT_ALERT_RECORDS:
                 return _NO_ACCESS
             return response.json()
         raise AssertionError("unreachable")
@@ -402,3 +560,91 @@ def _describe(body: Any) -> str:
 
 def _iso(value: datetime) -> str:
     return format_time(value) or ""
+
+
+# --- alerts: one mapping for polled and pushed records ----------------------------------
+
+
+def record_alert(item: Mapping[str, Any]) -> Alert | None:
+    """An alert record as an Alert; None without an id, a vehicle or a time."""
+    record_id = text(item.get("id"))
+    vehicle_id = text(item.get("vehicleId"))
+    when = parse_time(item.get("time")) or parse_time(item.get("utcTime"))
+    if record_id is None or vehicle_id is None or when is None:
+        return None
+    provider_type = text(item.get("type")) or text(item.get("alertType")) or "unknown"
+    kind = ALERT_TYPES.get(_type_key(provider_type), AlertType.OTHER)
+    own = text(item.get("severity")) or text(item.get("priority"))
+    severity = SEVERITY_WORDS.get((own or "").lower()) or ALERT_SEVERITIES.get(
+        kind, Severity.WARNING
+    )
+    details: dict[str, Any] = {"provider_type": provider_type}
+    description = text(item.get("details")) or text(item.get("description"))
+    if description:
+        details["description"] = description
+    speed = number(item.get("speed"))
+    if speed is not None and speed >= 0:
+        details["speed_kmh"] = speed
+    position = None
+    lat = number(item.get("lat", item.get("latitude")))
+    lng = number(item.get("lng", item.get("longitude")))
+    if lat is not None and lng is not None and valid_coordinates(lat, lng):
+        address = text(item.get("address"))
+        position = Position(latitude=lat, longitude=lng, time=when, address=address)
+    media = text(item.get("mediaUrl"))
+    return Alert(
+        alert_id=record_id,
+        vehicle_id=vehicle_id,
+        type=kind,
+        time=when,
+        severity=severity,
+        driver=text(item.get("driverName")) or text(item.get("driver")),
+        position=position,
+        media_url=media if media and media.lower().startswith(("https://", "http://")) else None,
+        details=details,
+    )
+
+
+def _record_alerts(items: Iterable[Any]) -> list[Alert]:
+    alerts = []
+    for item in items:
+        alert = record_alert(item) if isinstance(item, dict) else None
+        if alert is None:
+            _LOGGER.debug("Telemax: skipped an alert record without id, vehicle or time")
+        else:
+            alerts.append(alert)
+    return alerts
+
+
+def webhook_alerts(body: bytes) -> list[Alert]:
+    """The alerts in a webhook delivery (signature already checked).
+
+    NOTES.md names the signature and delivery headers, not the body; accepted are
+    an alert record as `alert-records` lists them, a list of them, or an envelope
+    holding them under `data`, `items` or `alerts` (one or a list). Raises
+    ProviderDataError (never quoting the body) for anything else."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProviderDataError("Telemax webhook: the body is not JSON") from None
+    records: Any = payload
+    if isinstance(payload, dict):
+        for key in ("data", "items", "alerts", "alert"):
+            if key in payload:
+                records = payload[key]
+                break
+    if isinstance(records, dict):
+        records = [records]
+    if not isinstance(records, list):
+        raise ProviderDataError("Telemax webhook: no alert record in the body")
+    alerts = []
+    for record in records:
+        alert = record_alert(record) if isinstance(record, dict) else None
+        if alert is None:
+            raise ProviderDataError("Telemax webhook: an alert record lacks id, vehicleId or time")
+        alerts.append(alert)
+    return alerts
+
+
+def _type_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())

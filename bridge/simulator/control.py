@@ -13,6 +13,7 @@ another process (the bridge runs as a subprocess in end-to-end tests).
     POST   /_sim/{provider}/latency?seconds=0.2
     POST   /_sim/{provider}/reset-stats
     POST   /_sim/{provider}/{action}            a provider's own switches, e.g.
+           /_sim/samsara/expire-safety-cursors  the safety stream's cursors expire
            /_sim/fleetize/unblock[?token=]      lift a FLEETIZE token block
            /_sim/fleetize/reset-quota           forget FLEETIZE's daily counts and spacing
            /_sim/fleetize/error?device=&code=   pin a device fault (no code: unpin)

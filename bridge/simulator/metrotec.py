@@ -22,9 +22,16 @@ relative to the API root, and a client should keep them in a table of its own
     GET   /routetasks/{id}/          -> task                                   GUESS
     PATCH /routetasks/{id}/          some task fields -> task                  GUESS
     GET   /routelog/                 ?period_start=&period_stop=&vehicle_id=   (documented)
+    GET   /alarmlog/                 ?datetime[]=<from>&datetime[]=<to>[&object_id=]
+                                     -> [entry] (the request is documented, the
+                                        answer GUESSED: see `metrotec_alarms`)
+    GET   /geozones/                 -> [zone] as documented, with `zObjects`  GUESS
 
-(`GET /alarmlog?datetime[]=&datetime[]=&object_id=` is documented too but its
-answer is not: it is left for the issue that needs it.)
+Geozones and the alarm log (`metrotec_alarms`): zones around the depots' yards and
+over the old town, linked to most vehicles (`zones` in their settings too); the
+alarm log holds their enter and exit alarms and a few device alarms, all drawn from
+the trips the fleet drives. `alarmlog_requires_object_id` makes the alarm log
+insist on `object_id` (400 naming the field), as some accounts might.
 
 Every request must carry an identifying `User-Agent` (missing, blank or not
 printable ASCII: 400) and `Accept: application/json; version=X.Y.Z` with a known
@@ -41,7 +48,8 @@ answered like DRF's throttling: 429, `Retry-After` in whole seconds). Injected 5
 faults answer Django's HTML error pages, as a production Django does.
 
 Events and tasks (`metrotec_commands`) live on the simulated clock. Tests reach in
-through `events`, `tasks`, `counters`, `fail_next()`, `latency` and `expire_tokens()`.
+through `events`, `tasks`, `zones`, `alarms`, `counters`, `fail_next()`, `latency`
+and `expire_tokens()`.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bridge.simulator.metrotec_alarms import AlarmLog, linked, make_zones, zone_links_json
 from bridge.simulator.metrotec_commands import (
     HANDLE_DELAY_S,
     EventBook,
@@ -112,6 +121,8 @@ PATHS: dict[str, tuple[str, str]] = {
     "task": ("GET", "/routetasks/{id}/"),
     "update_task": ("PATCH", "/routetasks/{id}/"),
     "routelog": ("GET", "/routelog/"),
+    "alarm_log": ("GET", "/alarmlog/"),
+    "geozones": ("GET", "/geozones/"),
 }
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _JSON_TYPES = ("application/json", "application/*", "*/*")
@@ -149,6 +160,7 @@ class MetrotecSim:
         timezone: str = DEFAULT_TIMEZONE,
         rate_limit_per_min: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        alarmlog_requires_object_id: bool = False,
     ) -> None:
         """`users`: username -> password (default demo / demo-metrotec-password);
         `handle_delay_s`: simulated seconds until a device carries out an event
@@ -162,6 +174,9 @@ class MetrotecSim:
         self.local = local_clock(timezone)
         self.events = EventBook(handle_delay_s)
         self.tasks = TaskBook(ACCOUNT)
+        self.zones = make_zones(world)
+        self.alarms = AlarmLog(world, self.zones)
+        self.alarmlog_requires_object_id = alarmlog_requires_object_id
         self.limiter = (
             None
             if rate_limit_per_min is None
@@ -236,6 +251,8 @@ class MetrotecSim:
             },
             "faults_pending": self.faults.pending,
             "latency": self.latency,
+            "zones": len(self.zones),
+            "alarms": len(self.alarms),
         }
 
     def control_actions(self) -> dict[str, Callable[[Mapping[str, str]], dict[str, Any]]]:
@@ -286,6 +303,8 @@ class MetrotecSim:
             "task": self._get_task,
             "update_task": self._update_task,
             "routelog": self._routelog,
+            "alarm_log": self._alarm_log,
+            "geozones": self._geozones,
         }
         by_path: dict[str, dict[str, Handler]] = {}
         for name, (method, path) in PATHS.items():
@@ -415,7 +434,7 @@ class MetrotecSim:
                 "repInts": list(rep_ints(vehicle)),
                 "events": [e.settings_json(ACCOUNT) for e in self.events.of(vehicle.vehicle_id)],
                 "alarm": None,
-                "zones": [],
+                "zones": zone_links_json(vehicle, self.zones),
             }
         )
 
@@ -503,6 +522,29 @@ class MetrotecSim:
             if start <= (trip.drive_start_ms or trip.start_ms) <= stop
         ]
         return web.json_response(records)
+
+    async def _alarm_log(self, request: web.Request) -> web.Response:
+        query = request.query
+        raw = query.getall("datetime[]", [])
+        bounds = [parse_time(value) for value in raw]
+        if len(raw) != 2:
+            raise FieldErrors({"datetime[]": ["Two dates are required: the start and the end."]})
+        start, stop = bounds
+        if start is None or stop is None:
+            raise FieldErrors({"datetime[]": ["Enter a valid date/time: YYYY-MM-DD HH:MM:SS."]})
+        object_id = query.get("object_id") or None
+        if object_id is None and self.alarmlog_requires_object_id:
+            raise FieldErrors({"object_id": ["This field is required."]})
+        if object_id is not None and object_id not in self.world:
+            raise ApiError(404, "Not found.")
+        self.alarms.catch_up()
+        return web.json_response(
+            [entry.to_json(ACCOUNT) for entry in self.alarms.between(start, stop, object_id)]
+        )
+
+    async def _geozones(self, request: web.Request) -> web.Response:
+        members = [v.vehicle_id for v in self.world.vehicles() if linked(v)]
+        return web.json_response([zone.to_json(members) for zone in self.zones])
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return _detail(404, "Not found.")

@@ -18,8 +18,22 @@ token: a signed S3 URL's stand-in, answering S3's 403 XML once expired). Limits
 per token, on top of the 150/s: create 100 per minute, status 5 per second (as
 NOTES.md says; Samsara's OpenAPI says 100/min for the status too).
 
+Safety events: `GET /safety-events/stream?startTime=<RFC 3339>[&endTime=][&after=]
+[&includeAsset=true][&includeDriver=true]` answers the events created since
+`startTime` (see `samsara_safety`: drawn from the trips the fleet drives, so the
+world needs trip history, which `SimulatorServer` gives it), oldest first, pages
+of `page_limit`, with an `endCursor` on every answer: without `endTime` a client
+keeps polling with it for what is new. A cursor must come with the `startTime`
+(and `endTime`) it was made for, else 400 "Parameters differ from previous
+paginated request"; a missing or unreadable `startTime` is a 400 too. Limit: 5
+requests a second per token (NOTES.md). The media URLs of events are served
+without a token (`/samsara/safety-media/<event>/<input>.jpg`). These cursors are
+apart from the feed's: `expire_safety_cursors()` expires them (the feed's
+`expire_cursors()` leaves them alone).
+
 Tests reach in through `counters`, `limiter`, `media_limiters`, `retrievals`,
-`fail_next()`, `latency` and `expire_cursors()`.
+`safety`, `safety_limiter`, `fail_next()`, `latency`, `expire_cursors()` and
+`expire_safety_cursors()`.
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ from bridge.simulator.samsara_json import (
     vehicle_json,
     vehicle_ref,
 )
+from bridge.simulator.samsara_safety import SafetyEvent, SafetyJournal, event_json
 from bridge.simulator.traffic import Fault, FaultQueue, RequestCounters, SlidingWindowLimiter
 from bridge.simulator.vehicle import Sample, SimVehicle, Stat
 from bridge.simulator.world import World, dashcam_jpeg
@@ -69,6 +84,10 @@ PATH_FEED = "/fleet/vehicles/stats/feed"
 PATH_SNAPSHOT = "/fleet/vehicles/stats"
 PATH_MEDIA_RETRIEVAL = "/cameras/media/retrieval"
 PATH_MEDIA_FILE = "/media/{retrieval}/{file}"  # the signed URLs' stand-in
+PATH_SAFETY_STREAM = "/safety-events/stream"
+PATH_SAFETY_MEDIA = "/safety-media/{event}/{file}"
+SAFETY_STREAM_PER_S = 5  # per token
+PARAMETERS_DIFFER = "Parameters differ from previous paginated request"
 MEDIA_CREATE_PER_MIN = 100  # per token
 MEDIA_STATUS_PER_S = 5  # per token
 MEDIA_REQUESTED_S = 5.0
@@ -131,6 +150,9 @@ class SamsaraSim:
         self.latency = 0.0
         self.page_limit = page_limit
         self.cursors = CursorCodec()
+        self.safety = SafetyJournal(world)
+        self.safety_limiter = SlidingWindowLimiter(SAFETY_STREAM_PER_S, 1.0, clock=monotonic)
+        self.safety_cursors = CursorCodec()
 
     # --- switches for tests -------------------------------------------------
     @property
@@ -139,6 +161,18 @@ class SamsaraSim:
 
     def expire_cursors(self) -> None:
         self.cursors.expire_all()
+
+    def expire_safety_cursors(self) -> None:
+        self.safety_cursors.expire_all()
+
+    def control_actions(self) -> dict[str, Callable[[Mapping[str, str]], dict[str, Any]]]:
+        """`POST /_sim/samsara/<name>` of the control API."""
+
+        def expire_safety_cursors(_: Mapping[str, str]) -> dict[str, Any]:
+            self.expire_safety_cursors()
+            return {"safety_cursor_generation": self.safety_cursors.generation}
+
+        return {"expire-safety-cursors": expire_safety_cursors}
 
     def fail_next(
         self,
@@ -160,6 +194,8 @@ class SamsaraSim:
             "latency": self.latency,
             "media_retrievals": len(self.retrievals),
             "media_downloads": self.media_downloads,
+            "safety_events": len(self.safety),
+            "safety_cursor_generation": self.safety_cursors.generation,
         }
 
     # --- the HTTP side ------------------------------------------------------------
@@ -175,11 +211,13 @@ class SamsaraSim:
         app.router.add_post(PATH_MEDIA_RETRIEVAL, self._create_retrieval)
         app.router.add_get(PATH_MEDIA_RETRIEVAL, self._retrieval_status)
         app.router.add_get(PATH_MEDIA_FILE, self._media_file, name="media_file")
+        app.router.add_get(PATH_SAFETY_STREAM, self._safety_stream)
+        app.router.add_get(PATH_SAFETY_MEDIA, self._safety_media, name="safety_media")
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.match_info.route.name == "media_file":
+        if request.match_info.route.name in ("media_file", "safety_media"):
             return await handler(request)  # the media host, not the API: no token
         return await self.counters.count(
             request.path.removeprefix(PREFIX), self._answer(request, handler)
@@ -196,9 +234,12 @@ class SamsaraSim:
             return _error(401, "Unauthorized: missing or invalid API token")
         self.counters.by_token[token] += 1
         limiters = [self.limiter]
-        if request.path.removeprefix(PREFIX) == PATH_MEDIA_RETRIEVAL:
+        path = request.path.removeprefix(PREFIX)
+        if path == PATH_MEDIA_RETRIEVAL:
             endpoint = self.media_limiters.get(request.method)
             limiters += [endpoint] if endpoint is not None else []
+        elif path == PATH_SAFETY_STREAM:
+            limiters.append(self.safety_limiter)
         waits = [wait for limiter in limiters if (wait := limiter.wait(token)) is not None]
         if waits:
             return _too_many_requests(max(waits))
@@ -350,13 +391,77 @@ class SamsaraSim:
         image = dashcam_jpeg(media_input == "dashcamDriverFacing", shade=retrieval.shade)
         return web.Response(body=image, content_type="image/jpeg")
 
+    async def _safety_stream(self, request: web.Request) -> web.Response:
+        query = request.query
+        start = _rfc3339(query.get("startTime"), "startTime")
+        end = None if query.get("endTime") is None else _rfc3339(query["endTime"], "endTime")
+        if end is not None and end < start:
+            raise _ApiError(400, "endTime must not be before startTime")
+        after = (-1, -1)
+        raw = query.get("after")
+        if raw:
+            try:
+                cursor_start, cursor_end, *last = self.safety_cursors.decode(raw, "safety", 4)
+            except CursorError:
+                raise _ApiError(400, CURSOR_MESSAGE) from None
+            if cursor_start != start or cursor_end != (_OPEN if end is None else end):
+                raise _ApiError(400, PARAMETERS_DIFFER)
+            after = (last[0], last[1])
+        now = self.safety.catch_up()
+        until = now if end is None else min(end, now)
+        page: list[SafetyEvent] = []
+        has_next = False
+        for event in self.safety.after(after, start, until):
+            if len(page) == self.page_limit:
+                has_next = True
+                break
+            page.append(event)
+        last_key = page[-1].key if page else after
+        cursor = self.safety_cursors.encode(
+            "safety", start, _OPEN if end is None else end, *last_key
+        )
+        origin = str(request.url.origin())
+
+        def media_url(event: SafetyEvent, media_input: str) -> str:
+            return f"{origin}{PREFIX}/safety-media/{event.event_id}/{media_input}.jpg"
+
+        include_asset = query.get("includeAsset", "").lower() == "true"
+        include_driver = query.get("includeDriver", "").lower() == "true"
+        data = [
+            event_json(
+                event,
+                self.world.vehicle(event.vehicle_id) if event.vehicle_id in self.world else None,
+                media_url,
+                include_asset=include_asset,
+                include_driver=include_driver,
+            )
+            for event in page
+        ]
+        return _page(data, cursor, has_next)
+
+    async def _safety_media(self, request: web.Request) -> web.Response:
+        media_input = request.match_info["file"].removesuffix(".jpg")
+        event_id = request.match_info["event"]
+        event = next((e for e in self.safety.events() if e.event_id == event_id), None)
+        if event is None or media_input not in event.inputs:
+            return _s3_error("NoSuchKey", "The specified key does not exist.", 404)
+        shade = sum(map(ord, event_id)) % 61 - 30
+        image = dashcam_jpeg(media_input == "dashcamDriverFacing", shade=shade)
+        return web.Response(body=image, content_type="image/jpeg")
+
     def _sign(self, retrieval_id: str, media_input: str, expires: int) -> str:
         message = f"{retrieval_id}/{media_input}/{expires}".encode()
         return hmac.new(self._url_secret, message, hashlib.sha256).hexdigest()[:32]
 
     async def _not_found(self, request: web.Request) -> web.Response:
         path = request.path.removeprefix(PREFIX)
-        if path in (PATH_VEHICLES, PATH_FEED, PATH_SNAPSHOT, PATH_MEDIA_RETRIEVAL):
+        if path in (
+            PATH_VEHICLES,
+            PATH_FEED,
+            PATH_SNAPSHOT,
+            PATH_MEDIA_RETRIEVAL,
+            PATH_SAFETY_STREAM,
+        ):
             response = _error(405, f"Method {request.method} not allowed")
             response.headers["Allow"] = _ALLOWED.get(path, "GET")
             return response

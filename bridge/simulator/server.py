@@ -49,6 +49,9 @@ TRACKSAFE365_VEHICLES = 5
 #: Days of trips the fleets other than Samsara's keep (routes, scores, replays,
 #: task progress, safety events).
 HISTORY_DAYS = 8
+#: Samsara's fleet can be thousands of vehicles: it keeps two hours of trips, enough
+#: for the safety events stream, which a client reads every few seconds.
+SAMSARA_HISTORY_DAYS = 2 / 24
 # Each fleet's seed is the server's plus this, so that the fleets differ.
 _SEED_OFFSETS = {
     SamsaraSim.name: 0,
@@ -118,7 +121,7 @@ class SimulatorServer:
                 city=city,
             )
 
-        self.world = world(SamsaraSim.name, vehicles)
+        self.world = world(SamsaraSim.name, vehicles, history_days=SAMSARA_HISTORY_DAYS)
         self.fleetize_world = world(
             FleetizeSim.name, fleetize_vehicles, history_days=HISTORY_DAYS, naming=fleetize.naming
         )

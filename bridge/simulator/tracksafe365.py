@@ -12,6 +12,7 @@ Paths (documented; the scope each needs):
     GET  /fleet/locations           fleet:read   live locations of every vehicle (paged)
     GET  /devices/dashcams          fleet:read   dashcams and `online` (paged)
     GET  /safety/events             safety:read  ?startTime=&endTime= (ISO 8601; last 24 h)
+                                                 &include_media=true: `media` links
     GET  /safety/dms/events         safety:read  the same, driver monitoring
     POST /media/snapshots           media:read   {"vehicleId", "camera": "road"|"driver"}
                                                  -> 201 {"data": {"taskId", "status", ...}}
@@ -24,7 +25,8 @@ Lists answer `{"data": [...], "pagination": {"endCursor", "hasNextPage"}}`.
 
 Images are served by the simulator at `GET /tracksafe365/media/<taskId>.jpg`
 without a key (a signed-URL stand-in), so that a Home Assistant image entity can
-fetch them. A snapshot takes `snapshot_pending_s` (3) simulated seconds to be taken
+fetch them (event clips under `/tracksafe365/media/events/` are links only,
+never served). A snapshot takes `snapshot_pending_s` (3) simulated seconds to be taken
 and `snapshot_processing_s` (7) more to upload; it fails if the dashcam was offline
 when asked, if `fail_snapshots` is on, or if it is every `snapshot_fail_every`-th
 (10th) snapshot.
@@ -65,6 +67,7 @@ from bridge.simulator.tracksafe365_json import (
     dashcam_json,
     dashcam_online,
     dms_events,
+    event_media,
     location_json,
     safety_events,
     stats_json,
@@ -526,6 +529,9 @@ class TrackSafe365Sim:
         )
         events = [e for e in events if _in_range(e["time"], start, end)]
         page = events[offset : offset + limit]
+        if query.get("include_media", "").lower() in ("true", "1"):
+            origin = f"{request.url.origin()}{PREFIX}/media/events"
+            page = [{**event, "media": event_media(event, origin)} for event in page]
         has_next = offset + limit < len(events)
         cursor = self.cursors.encode(kind, start, end, offset + limit) if has_next else ""
         return _page(page, cursor, has_next)

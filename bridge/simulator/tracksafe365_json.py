@@ -10,7 +10,9 @@ filters (`tagIds`, `vehicleIds`, `endCursor`) suggest.
 
 Safety events (harsh braking, acceleration, cornering, speeding) and DMS events
 (drowsiness, distraction, phone use, seatbelt) are drawn per finished trip from the
-vehicle's own random stream, so they never change once a trip has ended.
+vehicle's own random stream, so they never change once a trip has ended. Each
+names the vehicle's regular driver (`driver: {id, name}`, the simulator's shape);
+`event_media` is the linked video `include_media=true` adds (2026-06-10).
 
 A dashcam is online while its vehicle's ignition is on and for
 `DASHCAM_SLEEP_S` after it goes off.
@@ -183,7 +185,19 @@ def _event(
         "location": {"latitude": lat, "longitude": lon},
         "speedMilesPerHour": round(speed_kmh * MPH_PER_KMH, 1),
         "coachingStatus": "needs_review",
+        "driver": driver_json(vehicle),
     }
+
+
+def driver_json(vehicle: SimVehicle) -> dict[str, str]:
+    """Each vehicle has one regular driver."""
+    return {"id": f"drv_{vehicle.seq:05d}", "name": f"Driver {vehicle.seq:04d}"}
+
+
+def event_media(event: Mapping[str, Any], origin: str) -> list[dict[str, str]]:
+    """The clip linked to an event: driver-facing for driver monitoring."""
+    camera = "driver" if event["type"] in DMS_TYPES else "road"
+    return [{"type": "video", "camera": camera, "url": f"{origin}/{event['id']}.mp4"}]
 
 
 # --- snapshots ----------------------------------------------------------------------

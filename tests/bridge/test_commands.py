@@ -374,9 +374,9 @@ async def test_a_command_past_the_budget_is_answered_with_when_it_frees_up(
     mosquitto: Mosquitto, recorder: Recorder, metrotec_sim: SimulatorServer, tmp_path: Path
 ) -> None:
     vehicle = metrotec_sim.metrotec_world.ids()[0]
-    # The first poll spends 4 calls (vehicle list, positions, fuel, tasks): one left,
-    # and no reserve.
-    quota = {"reserve": 0, "budgets": {"per_account": {"limit": 5, "period": 3600}}}
+    # The first poll spends 6 calls (vehicle list, geozones, positions, fuel, tasks,
+    # alarm log): one left, and no reserve.
+    quota = {"reserve": 0, "budgets": {"per_account": {"limit": 7, "period": 3600}}}
     config = metrotec_config(mosquitto, metrotec_sim, tmp_path, quota)
     async with running(config) as bridge:
         await bridge.pollers["tallinn"].wait_polls(1)

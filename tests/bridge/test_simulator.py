@@ -666,6 +666,148 @@ def test_same_seed_same_fleet_however_the_clock_is_driven() -> None:
     assert [t.vin for t in other_seed.truths()] != [t.vin for t in one_jump.truths()]
 
 
+# --- safety events stream ---------------------------------------------------------------
+
+SAFETY = "/safety-events/stream"
+
+
+async def read_safety(
+    session: aiohttp.ClientSession,
+    server: SimulatorServer,
+    start: str,
+    after: str = "",
+    time: FakeMonotonic | None = None,
+) -> tuple[list[dict[str, Any]], str]:
+    """Every page from `after` on: the events and the cursor to poll with next
+    (each request 0.2 s after the last on `time`: 5 a second are allowed)."""
+    events: list[dict[str, Any]] = []
+    while True:
+        if time is not None:
+            time.now += 0.2
+        params = {"startTime": start, "includeAsset": "true", "includeDriver": "true"}
+        if after:
+            params["after"] = after
+        reply = await call(session, server.samsara_url + SAFETY, **params)
+        assert reply.status == 200, reply.body
+        body = reply.json()
+        events += body["data"]
+        after = body["pagination"]["endCursor"]
+        assert after  # also on the last page: the stream goes on from it
+        if not body["pagination"]["hasNextPage"]:
+            return events, after
+
+
+async def test_safety_events_are_drawn_from_the_trips_and_streamed_with_a_cursor(
+    session: aiohttp.ClientSession,
+) -> None:
+    time = FakeMonotonic()
+    async with simulator(vehicles=20, monotonic=time) as server:
+        server.samsara.page_limit = 3
+        missing = await call(session, server.samsara_url + SAFETY)
+        assert missing.status == 400
+        assert "startTime" in missing.json()["message"]
+        server.clock.advance(3600)
+        start = "2025-03-03T06:00:00Z"
+        events, cursor = await read_safety(session, server, start, time=time)
+        assert len(events) > 3  # more than one page of 3
+        assert len({e["id"] for e in events}) == len(events)
+        created = [feed_time(e["createdAtTime"]) for e in events]
+        assert created == sorted(created)
+        now = server.clock.now()
+        for event in events:
+            vehicle = server.world.vehicle(event["asset"]["id"])
+            assert event["asset"]["name"] == vehicle.identity.name
+            assert event["driver"]["name"]
+            (label,) = event["behaviorLabels"]
+            assert label["source"] == "automated"
+            happened = feed_time(event["startMs"])
+            assert START <= happened < feed_time(event["createdAtTime"]) <= now
+            # Each event is a fix of one of the vehicle's trips.
+            fixes = {
+                (p.time_ms, p.latitude, p.longitude)
+                for trip in vehicle.trip_history()
+                for p in trip.points
+            }
+            location = event["location"]
+            key = (int(happened.timestamp() * 1000), location["latitude"], location["longitude"])
+            assert key in fixes
+            assert location["address"]["city"] == "Chicago"
+            assert event["media"][0]["input"] == "dashcamRoadFacing"
+
+        # Polling on: nothing new while the clock stands, then only what is new.
+        again, cursor = await read_safety(session, server, start, cursor, time)
+        assert again == []
+        server.clock.advance(3600)
+        fresh, cursor = await read_safety(session, server, start, cursor, time)
+        assert fresh
+        assert not {e["id"] for e in fresh} & {e["id"] for e in events}
+        assert min(feed_time(e["createdAtTime"]) for e in fresh) > now
+
+        # The cursor belongs to its startTime; expired cursors are refused.
+        time.now += 1
+        url = server.samsara_url + SAFETY
+        other = await call(session, url, startTime="2025-03-03T06:30:00Z", after=cursor)
+        assert other.status == 400
+        assert other.json()["message"] == "Parameters differ from previous paginated request"
+        control = server.base_url + "/_sim/samsara/expire-safety-cursors"
+        async with session.post(control) as resp:
+            assert (resp.status, await resp.json()) == (200, {"safety_cursor_generation": 1})
+        expired = await call(session, url, startTime=start, after=cursor)
+        assert expired.status == 400
+        assert expired.json()["message"] == "Invalid or expired cursor"
+        # Without asking for them, names are left out (as Samsara does).
+        bare = (await call(session, url, startTime=start)).json()["data"][0]
+        assert "name" not in bare["asset"]
+        assert set(bare["driver"]) == {"id"}
+
+
+async def test_safety_events_are_the_same_however_the_stream_is_read(
+    session: aiohttp.ClientSession,
+) -> None:
+    eager_time, lazy_time = FakeMonotonic(), FakeMonotonic()
+    async with (
+        simulator(vehicles=16, monotonic=eager_time) as eager,
+        simulator(vehicles=16, monotonic=lazy_time) as lazy,
+    ):
+        start = "2025-03-03T06:00:00Z"
+        cursor = ""
+        seen: list[dict[str, Any]] = []
+        for _ in range(12):
+            eager.clock.advance(300)
+            events, cursor = await read_safety(session, eager, start, cursor, eager_time)
+            seen += events
+        lazy.clock.advance(3600)
+        at_once, _ = await read_safety(session, lazy, start, time=lazy_time)
+        assert seen
+        assert [e["id"] for e in seen] == [e["id"] for e in at_once]
+
+
+async def test_the_safety_stream_has_a_limit_of_five_a_second_and_media_without_token(
+    session: aiohttp.ClientSession,
+) -> None:
+    time = FakeMonotonic()
+    async with simulator(vehicles=8, monotonic=time) as server:
+        server.clock.advance(3600)
+        url = server.samsara_url + SAFETY
+        start = "2025-03-03T06:00:00Z"
+        for _ in range(5):
+            assert (await call(session, url, startTime=start)).status == 200
+        refused = await call(session, url, startTime=start)
+        assert refused.status == 429
+        assert float(refused.headers["Retry-After"]) == pytest.approx(1.0)
+        # Only this endpoint: the feed still answers.
+        assert (await call(session, server.samsara_url + FEED, types="gps")).status == 200
+        time.now += 1.0
+        reply = await call(session, url, startTime=start)
+        assert reply.status == 200
+        media = reply.json()["data"][0]["media"][0]["url"]
+        image = await call(session, media, token=None)
+        assert (image.status, image.headers["Content-Type"]) == (200, "image/jpeg")
+        assert image.body.startswith(b"\xff\xd8")
+        unknown = await call(session, media.replace("dashcamRoadFacing", "analog"), token=None)
+        assert unknown.status == 404
+
+
 # --- the bridge's Samsara client against the simulator -------------------------------
 
 

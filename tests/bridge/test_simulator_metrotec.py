@@ -1,7 +1,7 @@
 """The Metrotec simulator: header rules, both ways to log in, position records with
 longitude in Xpos around Tallinn, fuel tanks, light and reporting-interval events
-that take effect only once handled, and route tasks (unique order_ref, updates,
-progress with their vehicle).
+that take effect only once handled, route tasks (unique order_ref, updates,
+progress with their vehicle), geozones and the alarm log.
 
 Every test runs a real `SimulatorServer` with a frozen clock (speed 0) and moves
 simulated time by hand.
@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from bridge.simulator import SimulatorServer
+from bridge.simulator import SimulatorServer, geo
+from bridge.simulator.metrotec_alarms import ALARM_NAMES, ALARM_ZONE_ENTER, ALARM_ZONE_EXIT
 from bridge.simulator.metrotec_json import _eet_with_eu_summer_time, local_clock
 
 START = datetime(2025, 7, 3, 6, 0, tzinfo=UTC)  # summer: Tallinn is UTC+3
@@ -580,3 +581,94 @@ async def test_faults_unknown_paths_and_no_rate_limit_by_default(
     wrong = await api.call("DELETE", "/objects/")
     assert (wrong.status, wrong.headers["Allow"]) == (405, "GET")
     assert server.metrotec.counters.by_status[429] == 1
+
+
+# --- geozones and the alarm log ------------------------------------------------------
+
+
+async def test_geozones_are_documented_circles_linked_to_most_vehicles(
+    api: Api, server: SimulatorServer
+) -> None:
+    zones = await api.get("/geozones/")
+    live = [z for z in zones if z["deleted_at"] is None]
+    assert 2 <= len(live) < len(zones)  # and one deleted zone the list still shows
+    ids = server.metrotec_world.ids()
+    linked = [vid for vid in ids if server.metrotec_world.vehicle(vid).seq % 5 != 0]
+    assert len(linked) == 4  # of 5: every fifth vehicle is not linked
+    for zone in live:
+        geometry = zone["geometry"]
+        assert geometry["type"] == "circle"
+        assert set(geometry["latlng"]) == {"lat", "lng"}
+        assert 59.2 < geometry["latlng"]["lat"] < 59.6  # lat/lng, not swapped
+        assert geometry["radius"] > 0
+        assert zone["zObjects"] == linked
+    # The vehicles' settings show the same links, with the events they alarm on.
+    for vid in ids:
+        links = (await api.get("/objects/settings/", object_id=vid))["zones"]
+        if vid in linked:
+            assert [link["geozoneID"] for link in links] == [z["id"] for z in live]
+            assert all(link["events"] == [1, 2] and link["object_id"] == vid for link in links)
+        else:
+            assert links == []
+
+
+async def alarm_log(api: Api, start: str, stop: str, **extra: str) -> Reply:
+    params = [("datetime[]", start), ("datetime[]", stop), *extra.items()]
+    return await api.call("GET", "/alarmlog", params=params)
+
+
+async def test_the_alarm_log_has_each_zone_crossing_of_the_trips_and_device_alarms(
+    api: Api, server: SimulatorServer
+) -> None:
+    server.clock.advance(8 * 3600)
+    reply = await alarm_log(api, "2025-07-03 06:00:00", "2025-07-03 14:00:00")
+    assert reply.status == 200, reply.body
+    entries = reply.json()
+    times = [utc(e["time"]) for e in entries]
+    assert times == sorted(times)
+    assert all(e["alarm_name"] == ALARM_NAMES[e["alarm_type"]] for e in entries)
+    assert {e["alarm_type"] for e in entries} - {ALARM_ZONE_ENTER, ALARM_ZONE_EXIT}
+    zones = {z.zone_id: z for z in server.metrotec.zones if z.deleted_at is None}
+    # Replay one linked vehicle's trips against the zones: the same crossings.
+    world = server.metrotec_world
+    vehicle = next(
+        v for v in world.vehicles()
+        if v.seq % 5 and any(e["object_id"] == v.vehicle_id and e["geozone_id"] for e in entries)
+    )  # fmt: skip
+
+    def zones_at(lat: float, lon: float) -> set[int]:
+        return {
+            zone_id
+            for zone_id, zone in zones.items()
+            if geo.distance_m(zone.latitude, zone.longitude, lat, lon) <= zone.radius_m
+        }
+
+    expected: list[tuple[int, int, int]] = []
+    inside: set[int] | None = None
+    for trip in vehicle.trip_history():
+        for point in trip.points:
+            now = zones_at(point.latitude, point.longitude)
+            if inside is not None:
+                expected += [(point.time_ms, z, ALARM_ZONE_ENTER) for z in sorted(now - inside)]
+                expected += [(point.time_ms, z, ALARM_ZONE_EXIT) for z in sorted(inside - now)]
+            inside = now
+    found = [
+        (int(utc(e["time"]).timestamp() * 1000), e["geozone_id"], e["alarm_type"])
+        for e in entries
+        if e["object_id"] == vehicle.vehicle_id and e["geozone_id"]
+    ]
+    assert sorted(found) == sorted(expected)
+    # Filters: the vehicle, the window; both dates are required.
+    mine = await alarm_log(
+        api, "2025-07-03 06:00:00", "2025-07-03 14:00:00", object_id=vehicle.vehicle_id
+    )
+    assert {e["object_id"] for e in mine.json()} == {vehicle.vehicle_id}
+    later = await alarm_log(api, "2025-07-03 10:00:00", "2025-07-03 14:00:00")
+    assert later.json() == [e for e in entries if e["time"] >= "2025-07-03 10:00:00"]
+    missing = await api.call("GET", "/alarmlog", params={"datetime[]": "2025-07-03 06:00:00"})
+    assert set(field_errors(missing)) == {"datetime[]"}
+    unknown = await alarm_log(api, "2025-07-03 06:00:00", "2025-07-03 14:00:00", object_id="X")
+    assert unknown.status == 404
+    server.metrotec.alarmlog_requires_object_id = True
+    insisting = await alarm_log(api, "2025-07-03 06:00:00", "2025-07-03 14:00:00")
+    assert set(field_errors(insisting)) == {"object_id"}
