@@ -290,6 +290,8 @@ class SamsaraAccount(_AccountBase):
     base_url: str | None = None
     api_version: str | None = None
     poll_interval: Annotated[float, Field(ge=FEED_MIN_INTERVAL_S)] = 10.0
+    # Read the safety events stream for alerts (one more call per poll).
+    safety_events: bool = True
 
     def cadence_plan(self) -> Cadence:
         return self.cadence_settings(self.poll_interval, FEED_MIN_INTERVAL_S)
@@ -301,6 +303,7 @@ class SamsaraAccount(_AccountBase):
             base_url=self.base_url or BASE_URLS[self.region],
             api_version=self.api_version,
             request_timeout=self.request_timeout,
+            safety_events=self.safety_events,
         )
 
 
@@ -369,6 +372,9 @@ class MetrotecAccount(_AccountBase):
     # A poll is 4 calls (6 with the vehicle list) against the 60-a-minute default.
     poll_interval: Annotated[float, Field(ge=10)] = 30.0
     paths: dict[str, str] = Field(default_factory=dict)
+    # Geozone enter/exit alerts: derived from positions against the zones the
+    # vehicles are linked to, or taken from the alarm log's zone alarms.
+    geozones_from: Literal["positions", "alarm_log"] = "positions"
 
     @field_validator("password", "api_key")
     @classmethod
@@ -439,6 +445,7 @@ class MetrotecAccount(_AccountBase):
             request_timeout=self.request_timeout,
             timezone=self.timezone,
             paths=dict(self.paths),
+            geozones_from=self.geozones_from,
         )
 
 
