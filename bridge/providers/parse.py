@@ -10,6 +10,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.model import Position
+
 
 def number(value: Any) -> float | None:
     """A finite float from a number or numeric text; None for anything else."""
@@ -53,3 +55,23 @@ def unix_time(value: Any) -> datetime | None:
 
 def valid_coordinates(latitude: float, longitude: float) -> bool:
     return -90 <= latitude <= 90 and -180 <= longitude <= 180
+
+
+def event_position(
+    location: Any, when: datetime | None, address: str | None = None
+) -> Position | None:
+    """An event's `{latitude, longitude, headingDegrees, accuracyMeters}` object
+    (Samsara's and TrackSafe365's shape) as a Position; None when unusable."""
+    if not isinstance(location, dict):
+        return None
+    lat, lon = number(location.get("latitude")), number(location.get("longitude"))
+    if lat is None or lon is None or not valid_coordinates(lat, lon):
+        return None
+    return Position(
+        latitude=lat,
+        longitude=lon,
+        time=when,
+        heading=number(location.get("headingDegrees")),
+        accuracy_m=number(location.get("accuracyMeters")),
+        address=address,
+    )

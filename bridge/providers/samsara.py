@@ -47,7 +47,7 @@ from bridge.model import (
     utc_now,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
-from bridge.providers.parse import integer, number, text, valid_coordinates
+from bridge.providers.parse import event_position, integer, number, text, valid_coordinates
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -654,7 +654,7 @@ def safety_alert(item: Any) -> Alert | None:
         driver=(text(driver.get("name")) or text(driver.get("id")))
         if isinstance(driver, dict)
         else None,
-        position=_event_position(item.get("location"), when),
+        position=_event_location(item.get("location"), when),
         media_url=_media_url(item),
         details={key: value for key, value in details.items() if value not in (None, [])},
     )
@@ -685,20 +685,11 @@ def _event_time(value: Any) -> datetime | None:
     return parse_time(value)
 
 
-def _event_position(location: Any, when: datetime) -> Position | None:
-    if not isinstance(location, dict):
-        return None
-    lat, lon = number(location.get("latitude")), number(location.get("longitude"))
-    if lat is None or lon is None or not valid_coordinates(lat, lon):
-        return None
-    return Position(
-        latitude=lat,
-        longitude=lon,
-        time=when,
-        heading=number(location.get("headingDegrees")),
-        accuracy_m=number(location.get("accuracyMeters")),
-        address=_address(location.get("address")) or text(location.get("formattedLocation")),
-    )
+def _event_location(location: Any, when: datetime) -> Position | None:
+    address = None
+    if isinstance(location, dict):
+        address = _address(location.get("address")) or text(location.get("formattedLocation"))
+    return event_position(location, when, address)
 
 
 def _address(address: Any) -> str | None:

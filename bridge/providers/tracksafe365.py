@@ -60,7 +60,7 @@ from bridge.model import (
     parse_time,
 )
 from bridge.providers.http import HttpClient, Response, RetryPolicy
-from bridge.providers.parse import number, text, valid_coordinates
+from bridge.providers.parse import event_position, number, text, valid_coordinates
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -641,7 +641,7 @@ def event_alert(item: Mapping[str, Any]) -> Alert | None:
         time=when,
         severity=severity,
         driver=_driver(item),
-        position=_event_position(item.get("location"), when),
+        position=_event_location(item.get("location"), when),
         media_url=_media_url(item),
         details=details,
     )
@@ -700,19 +700,9 @@ def _driver(item: Mapping[str, Any]) -> str | None:
     return text(driver) or text(item.get("driverName")) or text(item.get("driverId"))
 
 
-def _event_position(location: Any, when: datetime) -> Position | None:
-    if not isinstance(location, dict):
-        return None
-    lat, lon = number(location.get("latitude")), number(location.get("longitude"))
-    if lat is None or lon is None or not valid_coordinates(lat, lon):
-        return None
-    return Position(
-        latitude=lat,
-        longitude=lon,
-        time=when,
-        heading=number(location.get("headingDegrees")),
-        address=text(location.get("address")),
-    )
+def _event_location(location: Any, when: datetime) -> Position | None:
+    address = text(location.get("address")) if isinstance(location, dict) else None
+    return event_position(location, when, address)
 
 
 def _media_url(item: Mapping[str, Any]) -> str | None:
