@@ -14,6 +14,7 @@ from bridge import __version__
 from bridge.commander import Commander
 from bridge.config import Account, AlertsConfig, BridgeConfig
 from bridge.errors import ConfigError, ProviderError, QuotaExhaustedError
+from bridge.logs import RedactingFilter
 from bridge.model import format_time, utc_now
 from bridge.mqtt import requests
 from bridge.mqtt.client import MqttLink, MqttUnavailableError
@@ -95,7 +96,7 @@ class Bridge:
         self._quota_sent: dict[str, dict[str, object]] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Error texts from providers go to MQTT: never with a secret in them.
-        self._secrets = sorted((s for s in config.secrets() if len(s) >= 4), key=len, reverse=True)
+        self._redactor = RedactingFilter(config.secrets())
         self._started_at = now()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -251,9 +252,7 @@ class Bridge:
                 raise RequestError("command", f"unknown command '{command[:50]}'")
         except RequestError as err:
             response = requests.error(transaction_of(payload), str(err), field=err.field)
-        await self.publisher.publish_json(
-            self.topics.bridge_response(command[:50] or "unknown"), response, retain=False
-        )
+        await self._send_response(command[:50] or "unknown", response)
 
     async def _refresh(self, request: Request) -> dict[str, Any]:
         body = dict(request.body)
@@ -318,9 +317,7 @@ class Bridge:
     def _redact(self, text: str | None) -> str | None:
         if text is None:
             return None
-        for secret in self._secrets:
-            text = text.replace(secret, "**redacted**")
-        return text
+        return self._redactor.redact(text)
 
     async def _publish_info(self) -> None:
         info = self.info()

@@ -92,9 +92,7 @@ class Commander:
         """`fleet/bridge/request/<name>`: answered on `fleet/bridge/response/<name>`."""
         try:
             envelope = parse_request(name, payload)
-            command = parse_command(
-                name, dict(envelope.body), envelope.transaction, now=self._now()
-            )
+            command = parse_command(name, dict(envelope.body), envelope.transaction)
         except RequestError as err:
             await self._respond(
                 name, requests.error(transaction_of(payload), str(err), field=err.field)
@@ -108,7 +106,7 @@ class Commander:
         try:
             envelope: Request = parse_request(name, payload)
             name, body = parse_set(account, vehicle, dict(envelope.body))
-            command = parse_command(name, body, envelope.transaction, now=self._now())
+            command = parse_command(name, body, envelope.transaction)
         except RequestError as err:
             await self._respond(
                 name, requests.error(transaction_of(payload), str(err), field=err.field)
@@ -129,9 +127,7 @@ class Commander:
                     ),
                 )
                 continue
-            command = parse_command(
-                entry.command, json.loads(entry.body), entry.transaction_id, now=self._now()
-            )
+            command = parse_command(entry.command, json.loads(entry.body), entry.transaction_id)
             if entry.status == "accepted":
                 _LOGGER.info("Finishing %s %s accepted before a restart", entry.command, entry.key)
                 response = await self._run(entry.key, command, poller)

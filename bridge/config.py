@@ -570,9 +570,6 @@ def _tags(annotation: object) -> list[str]:
 PROVIDERS: tuple[str, ...] = tuple(_tags(Account))
 
 
-WRITE_COMMANDS = ("lights", "snapshot", "task/create", "task/update")
-
-
 class CommandRule(_Model):
     """Who may drive what over MQTT: every listed account x vehicle x command."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -278,9 +278,6 @@ class VehicleState:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-VEHICLE_FIELDS = frozenset(f.name for f in fields(VehicleState))
 
 
 class Priority(enum.IntEnum):

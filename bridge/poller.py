@@ -60,7 +60,6 @@ class PollerHealth:
     vehicles: int = 0
     polls: int = 0
     failures: int = 0
-    last_success: datetime | None = None
     last_error: str | None = None
     next_poll: datetime | None = None
     # Why the next poll is when it is (planner reason or the binding budget).
@@ -271,7 +270,6 @@ class AccountPoller:
         self.health.status = AccountStatus.OK
         self.health.vehicles = vehicles
         self.health.failures = 0
-        self.health.last_success = self.now()
         self.health.last_error = None
         self._failing_since = None
         await self.publisher.set_account_available(self.account, True)

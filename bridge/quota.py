@@ -32,6 +32,7 @@ __all__ = [
     "Priority",
     "Quota",
     "apply_overrides",
+    "endpoint_window",
 ]
 from zoneinfo import ZoneInfo
 
@@ -92,6 +93,13 @@ class Budget:
         if self.kind is BudgetKind.DAILY:
             return 26 * 3600.0  # a day plus the largest zone offset change
         return self.period
+
+
+def endpoint_window(endpoint: str, limit: int, period: float) -> Budget:
+    """A sliding window on one endpoint, named after it: most per-endpoint limits."""
+    return Budget(
+        endpoint, BudgetKind.WINDOW, limit=limit, period=period, endpoints=frozenset({endpoint})
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,12 +169,6 @@ class Store:
                 continue
         return states
 
-    def accounts(self) -> set[str]:
-        rows = self._db.execute(
-            "SELECT account FROM vehicle_state UNION SELECT account FROM checkpoint"
-        ).fetchall()
-        return {row[0] for row in rows}
-
     # --- writes --------------------------------------------------------------
     def save_poll(
         self,
@@ -320,11 +314,3 @@ class Store:
                 "DELETE FROM alert_seen WHERE seen_at < ?", (older_than.timestamp(),)
             )
         return cursor.rowcount
-
-    def forget_account(self, account: str) -> None:
-        """Drop everything of an account that is no longer configured."""
-        with self._transaction():
-            self._db.execute("DELETE FROM checkpoint WHERE account=?", (account,))
-            self._db.execute("DELETE FROM vehicle_state WHERE account=?", (account,))
-            self._db.execute("DELETE FROM quota_call WHERE account=?", (account,))
-            self._db.execute("DELETE FROM quota_hold WHERE account=?", (account,))

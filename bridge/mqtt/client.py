@@ -89,10 +89,6 @@ class MqttLink:
         # Set once the republish after the latest (re)connection has been sent.
         self.announced = asyncio.Event()
 
-    @property
-    def qos(self) -> int:
-        return self._config.qos
-
     async def publish(self, topic: str, payload: bytes | str, *, retain: bool) -> None:
         client = self._client
         if client is None or not self.connected.is_set():

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bridge.model import Camera, TaskStatus, utc_now
+from bridge.model import Camera, TaskStatus
 from bridge.mqtt.requests import RequestError
 
 COMMANDS = ("lights", "snapshot", "task/create", "task/update")
@@ -103,7 +103,6 @@ class Command:
     name: str
     transaction: str | None
     payload: Payload
-    received_at: datetime
 
     @property
     def account(self) -> str:
@@ -114,9 +113,7 @@ class Command:
         return self.payload.vehicle
 
 
-def parse_command(
-    name: str, body: dict[str, Any], transaction: str | None, *, now: datetime | None = None
-) -> Command:
+def parse_command(name: str, body: dict[str, Any], transaction: str | None) -> Command:
     """A validated command; raises `RequestError` naming the first bad field."""
     model = _MODELS.get(name)
     if model is None:
@@ -133,7 +130,7 @@ def parse_command(
             reason = "unknown field"
         reason = reason.removeprefix("Value error, ")
         raise RequestError(field, reason[:1].lower() + reason[1:]) from None
-    return Command(name, transaction, payload, now or utc_now())  # type: ignore[arg-type]
+    return Command(name, transaction, payload)  # type: ignore[arg-type]
 
 
 def parse_set(account: str, vehicle: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:

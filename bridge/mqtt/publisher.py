@@ -79,7 +79,6 @@ class Publisher:
         self._discovery = discovery
         self._unavailable = unavailable
         self._accounts: dict[str, _Account] = {}
-        self.messages_sent = 0
 
     # --- accounts ------------------------------------------------------------
     def register_account(
@@ -249,7 +248,6 @@ class Publisher:
                     for topic, payload, retain in messages[start : start + BATCH]
                 ]
                 await asyncio.gather(*batch)
-                self.messages_sent += len(batch)
         except self._unavailable as err:
             # Nothing is lost: the picture is kept and sent whole on reconnect.
             _LOGGER.debug(

@@ -48,7 +48,7 @@ from bridge.model import (
 )
 from bridge.providers.http import HttpClient, RetryPolicy
 from bridge.providers.parse import event_position, integer, number, text, valid_coordinates
-from bridge.quota import Budget, BudgetKind, Quota
+from bridge.quota import Budget, BudgetKind, Quota, endpoint_window
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,27 +80,9 @@ ENDPOINT_SAFETY_STREAM = "safety_events_stream"
 PATH_SAFETY_STREAM = "safety-events/stream"
 DEFAULT_BUDGETS = (
     Budget("per_token", BudgetKind.WINDOW, limit=150, period=1.0),
-    Budget(
-        "media_retrieval_create",
-        BudgetKind.WINDOW,
-        limit=100,
-        period=60.0,
-        endpoints=frozenset({ENDPOINT_MEDIA_CREATE}),
-    ),
-    Budget(
-        "media_retrieval_status",
-        BudgetKind.WINDOW,
-        limit=5,
-        period=1.0,
-        endpoints=frozenset({ENDPOINT_MEDIA_STATUS}),
-    ),
-    Budget(
-        "safety_events_stream",
-        BudgetKind.WINDOW,
-        limit=5,
-        period=1.0,
-        endpoints=frozenset({ENDPOINT_SAFETY_STREAM}),
-    ),
+    endpoint_window(ENDPOINT_MEDIA_CREATE, limit=100, period=60.0),
+    endpoint_window(ENDPOINT_MEDIA_STATUS, limit=5, period=1.0),
+    endpoint_window(ENDPOINT_SAFETY_STREAM, limit=5, period=1.0),
 )
 CAMERA_INPUTS = {Camera.ROAD: "dashcamRoadFacing", Camera.DRIVER: "dashcamDriverFacing"}
 # Media states: the documentation names "done"; other spellings seen in the wild

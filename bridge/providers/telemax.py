@@ -50,7 +50,7 @@ from bridge.model import (
 )
 from bridge.providers.http import HttpClient, RetryPolicy
 from bridge.providers.parse import integer, number, text, valid_coordinates
-from bridge.quota import Budget, BudgetKind, Quota
+from bridge.quota import Budget, BudgetKind, Quota, endpoint_window
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -76,41 +76,11 @@ MAX_ALERT_PAGES = 10
 TOKEN_MARGIN = timedelta(minutes=5)
 DEFAULT_BUDGETS = (
     Budget("per_token", BudgetKind.WINDOW, limit=60, period=60.0),
-    Budget(
-        "fleet_last_position",
-        BudgetKind.WINDOW,
-        limit=20,
-        period=60.0,
-        endpoints=frozenset({ENDPOINT_FLEET_POSITIONS}),
-    ),
-    Budget(
-        "vehicle_last_position",
-        BudgetKind.WINDOW,
-        limit=120,
-        period=60.0,
-        endpoints=frozenset({ENDPOINT_VEHICLE_POSITION}),
-    ),
-    Budget(
-        "safety_score",
-        BudgetKind.WINDOW,
-        limit=30,
-        period=60.0,
-        endpoints=frozenset({ENDPOINT_SAFETY_SCORE}),
-    ),
-    Budget(
-        "replay",
-        BudgetKind.WINDOW,
-        limit=20,
-        period=60.0,
-        endpoints=frozenset({ENDPOINT_REPLAY}),
-    ),
-    Budget(
-        "vehicles_list",
-        BudgetKind.WINDOW,
-        limit=60,
-        period=60.0,
-        endpoints=frozenset({ENDPOINT_VEHICLES_LIST}),
-    ),
+    endpoint_window(ENDPOINT_FLEET_POSITIONS, limit=20, period=60.0),
+    endpoint_window(ENDPOINT_VEHICLE_POSITION, limit=120, period=60.0),
+    endpoint_window(ENDPOINT_SAFETY_SCORE, limit=30, period=60.0),
+    endpoint_window(ENDPOINT_REPLAY, limit=20, period=60.0),
+    endpoint_window(ENDPOINT_VEHICLES_LIST, limit=60, period=60.0),
 )
 
 # --- Alerts: record types in the bridge's vocabulary -----------------------------
