@@ -1,3 +1,3 @@
 """fleet-telematics-bridge: fleet telematics to MQTT and Home Assistant."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

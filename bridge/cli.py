@@ -155,8 +155,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `run`, `check-config` and `demo` import beyond the core (the `daemon` extra).
+_DAEMON_MODULES = ("pydantic", "yaml", "paho.mqtt", "aiomqtt", "amqtt")
+
+
+def _missing_daemon_modules() -> list[str]:
+    import importlib.util
+
+    missing = []
+    for name in _DAEMON_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "simulate" and (missing := _missing_daemon_modules()):
+        # The base install is the core Home Assistant uses; the daemon is an extra.
+        print(
+            f"fleet-bridge {args.command} needs the daemon's dependencies "
+            f"(missing: {', '.join(missing)}): "
+            "pip install 'fleet-telematics-bridge[daemon]'",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "check-config":
         return cmd_check_config(args.config)
     if args.command == "run":
