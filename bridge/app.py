@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from bridge.model import format_time, utc_now
 from bridge.mqtt import requests
 from bridge.mqtt.client import MqttLink, MqttUnavailableError
 from bridge.mqtt.commands import COMMANDS
-from bridge.mqtt.publisher import Publisher
+from bridge.mqtt.publisher import Publisher, encode
 from bridge.mqtt.requests import (
     Request,
     RequestError,
@@ -32,7 +33,7 @@ from bridge.mqtt.topics import ONLINE, Topics
 from bridge.poller import AccountPoller, PollerSettings
 from bridge.providers import create_provider, default_budgets
 from bridge.quota import Quota
-from bridge.store import Store
+from bridge.store import Store, StoreError
 from bridge.webhooks import WebhookReceiver, build_targets
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def poller_settings(account: Account, alerts: AlertsConfig | None = None) -> Pol
         vehicle_list_interval=account.vehicle_list_interval,
         offline_after=account.offline_after,
         unavailable_after=account.unavailable_after,
+        staleness=account.staleness,
     )
 
 
@@ -98,10 +100,22 @@ class Bridge:
         # Error texts from providers go to MQTT: never with a secret in them.
         self._redactor = RedactingFilter(config.secrets())
         self._started_at = now()
+        # Command answers the broker has not taken yet (topic, payload, journal key):
+        # sent on the next connection, so a broker outage loses none.
+        self._outbox: deque[tuple[str, bytes, str | None]] = deque()
+        self._stop: asyncio.Event | None = None
+        #: Why the bridge stopped on its own (the store cannot be written), if it did.
+        self.fatal: StoreError | None = None
+        self.store: Store | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then shut down cleanly."""
-        store = Store(self.config.store.path)
+        """Run until `stop` is set, then shut down cleanly.
+
+        Raises `StoreError` after a clean shutdown when the store could not be
+        written (full disk, read-only file system): without its ledger and
+        journal the bridge could break a quota or a command's exactly-once."""
+        self._stop = stop
+        store = self.store = Store(self.config.store.path)
         try:
             async with aiohttp.ClientSession() as session:
                 for account in self.config.accounts:
@@ -161,6 +175,17 @@ class Bridge:
                     await poller.provider.close()
         finally:
             store.close()
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _failed(self, err: StoreError) -> None:
+        """Stop safely: the store refuses writes. Nothing is half-written (every
+        write is one SQLite transaction), so a restart resumes once it is fixed."""
+        if self.fatal is None:
+            self.fatal = err
+            _LOGGER.critical("%s; stopping safely. Free space or fix the file, then restart.", err)
+        if self._stop is not None:
+            self._stop.set()
 
     async def _start_webhooks(self) -> WebhookReceiver | None:
         if not self.config.webhooks.enabled:
@@ -183,9 +208,14 @@ class Bridge:
         def ended(task: asyncio.Task[None]) -> None:
             # A poller ends on its own only when its account is stopped; an
             # exception escaping a task is a bug: say so and stop cleanly.
-            if not task.cancelled() and task.exception() is not None:
-                _LOGGER.critical("%s failed; stopping", task.get_name(), exc_info=task.exception())
-                stop.set()
+            if task.cancelled() or task.exception() is None:
+                return
+            error = task.exception()
+            if isinstance(error, StoreError):
+                self._failed(error)
+                return
+            _LOGGER.critical("%s failed; stopping", task.get_name(), exc_info=error)
+            stop.set()
 
         tasks = [asyncio.create_task(self.link.run(), name="mqtt")]
         tasks += [
@@ -212,6 +242,11 @@ class Bridge:
         await self._publish_info()
         for poller in self.pollers.values():
             self._health_changed(poller)
+        commander: Commander | None = getattr(self, "commander", None)
+        if commander is not None:
+            for topic, data in list(commander.retained.items()):
+                await self.publisher.publish_json(topic, data, retain=True)
+        await self._flush_outbox()
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.ha_status:
@@ -238,10 +273,33 @@ class Bridge:
         await self.link.connected.wait()
         await self.commander.resume()
 
-    async def _send_response(self, command: str, response: dict[str, Any]) -> None:
-        await self.publisher.publish_json(
-            self.topics.bridge_response(command), response, retain=False
-        )
+    async def _send_response(
+        self, command: str, response: dict[str, Any], key: str | None = None
+    ) -> None:
+        item = (self.topics.bridge_response(command), encode(response), key)
+        if not await self._deliver(item):
+            self._outbox.append(item)
+
+    async def _deliver(self, item: tuple[str, bytes, str | None]) -> bool:
+        topic, payload, key = item
+        try:
+            await self.link.publish(topic, payload, retain=False)
+        except MqttUnavailableError:
+            return False
+        if key is not None and self.store is not None:
+            # After the broker took it: a crash before this line sends it again
+            # (the same transaction), a crash after it never does.
+            self.store.journal_answered(key)
+        return True
+
+    async def _flush_outbox(self) -> None:
+        if self._outbox:
+            _LOGGER.info("Sending %d command answers held during the outage", len(self._outbox))
+        while self._outbox:
+            item = self._outbox.popleft()
+            if not await self._deliver(item):
+                self._outbox.appendleft(item)
+                return
 
     async def _answer(self, command: str, payload: bytes) -> None:
         try:
@@ -252,7 +310,7 @@ class Bridge:
                 raise RequestError("command", f"unknown command '{command[:50]}'")
         except RequestError as err:
             response = requests.error(transaction_of(payload), str(err), field=err.field)
-        await self._send_response(command[:50] or "unknown", response)
+        await self._send_response(command[:50] or "unknown", response, None)
 
     async def _refresh(self, request: Request) -> dict[str, Any]:
         body = dict(request.body)
@@ -282,7 +340,17 @@ class Bridge:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, StoreError):
+            self._failed(error)
+        elif error is not None:
+            _LOGGER.error("%s", self._redact(f"background task failed: {error!r}"))
 
     # --- bridge info ---------------------------------------------------------
     def info(self) -> dict[str, Any]:

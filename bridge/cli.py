@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import signal
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from bridge import __version__
 from bridge.errors import ConfigError
@@ -34,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", help="path to the YAML config")
+    for command in (run, check):
+        command.add_argument(
+            "--allow-readable-config",
+            action="store_true",
+            help="accept a config file that other users can read although it holds "
+            "secrets (default: refuse it)",
+        )
 
     demo = sub.add_parser(
         "demo", help="simulators + embedded MQTT broker + bridge, nothing else needed"
@@ -69,7 +80,61 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[object]]) -> Non
         asyncio.run(runner())
 
 
-def cmd_check_config(path: str) -> int:
+# Options that hold secrets (as in bridge.config), and `${...}` references / `$$`.
+_SECRET_OPTIONS = frozenset({"token", "password", "api_key", "secret"})
+_REFERENCES = re.compile(r"\$\$|\$\{[^}]*\}")
+
+
+def inline_secrets(text: str) -> list[str]:
+    """The options of a YAML config that hold a secret written out in the file
+    (not a `${ENV_VAR}` or `${file:...}` reference), by path."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    found: list[str] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                if key in _SECRET_OPTIONS and isinstance(item, str | int | float):
+                    if _REFERENCES.sub("", str(item)).strip():
+                        found.append(path)
+                else:
+                    walk(item, path)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+
+    walk(data, "")
+    return found
+
+
+def readable_config_problem(path: str) -> str | None:
+    """Why a config file must not be used as it is: other users can read it and
+    it holds secrets inline. None when it is fine."""
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+        if not mode & stat.S_IROTH:
+            return None
+        inline = inline_secrets(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None  # load_config has said what is wrong with it
+    if not inline:
+        return None
+    return (
+        f"{path} can be read by every user of this machine (mode "
+        f"{stat.S_IMODE(mode):03o}) and holds secrets in {', '.join(inline)}: "
+        f"run `chmod 600 {path}`, or move the secrets to ${{ENV_VAR}} or "
+        "${file:/path} references; --allow-readable-config runs it anyway"
+    )
+
+
+def cmd_check_config(path: str, allow_readable: bool = False) -> int:
     from bridge.config import load_config
 
     try:
@@ -79,12 +144,16 @@ def cmd_check_config(path: str) -> int:
         for problem in err.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    readable = None if allow_readable else readable_config_problem(path)
+    if readable is not None:
+        print(f"{path}: 1 problem(s)\n  {readable}", file=sys.stderr)
+        return 1
     accounts = ", ".join(f"{a.id} ({a.provider})" for a in config.accounts)
     print(f"{path}: OK; MQTT {config.mqtt.host}:{config.mqtt.port}; accounts: {accounts}")
     return 0
 
 
-def cmd_run(path: str, log_level: str | None) -> int:
+def cmd_run(path: str, log_level: str | None, allow_readable: bool = False) -> int:
     from bridge.app import Bridge
     from bridge.config import load_config
     from bridge.logs import setup_logging
@@ -97,12 +166,17 @@ def cmd_run(path: str, log_level: str | None) -> int:
         for problem in err.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    readable = None if allow_readable else readable_config_problem(path)
+    if readable is not None:
+        print(f"fleet-bridge: refusing to start: {readable}", file=sys.stderr)
+        return 1
     setup_logging(log_level or config.log_level, config.secrets())
     _LOGGER.info("fleet-bridge %s starting with %d account(s)", __version__, len(config.accounts))
     try:
         _run_until_signal(Bridge(config).run)
     except StoreError as err:
-        _LOGGER.error("%s", err)
+        # Also on stderr by itself: the one line a service manager shows.
+        print(f"fleet-bridge: stopped: {err}", file=sys.stderr)
         return 2
     except ConfigError as err:
         for problem in err.problems:
@@ -185,9 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if args.command == "check-config":
-        return cmd_check_config(args.config)
+        return cmd_check_config(args.config, args.allow_readable_config)
     if args.command == "run":
-        return cmd_run(args.config, args.log_level)
+        return cmd_run(args.config, args.log_level, args.allow_readable_config)
     if args.command == "demo":
         return cmd_demo(args)
     return cmd_simulate(args)

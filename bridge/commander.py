@@ -46,11 +46,13 @@ from bridge.mqtt.requests import Request, RequestError, parse_request, transacti
 from bridge.mqtt.topics import Topics, topic_level
 from bridge.poller import AccountPoller
 from bridge.providers.base import LightsControl, SnapshotControl, TaskControl
-from bridge.store import JournalEntry, Store
+from bridge.store import JournalEntry, Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
-Respond = Callable[[str, dict[str, Any]], Awaitable[None]]
+#: Sends an answer: (command, response, journal key). The sender marks the key
+#: answered once the broker has the answer, and keeps what it cannot send yet.
+Respond = Callable[[str, dict[str, Any], str | None], Awaitable[None]]
 Redact = Callable[[str], str]
 
 # How often a pending command is asked about while it is followed up.
@@ -86,6 +88,8 @@ class Commander:
         self._sleep = sleep
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The last lights / snapshot message per topic (retained on MQTT).
+        self.retained: dict[str, dict[str, Any]] = {}
 
     # --- ways in -------------------------------------------------------------
     async def request(self, name: str, payload: bytes) -> None:
@@ -95,10 +99,10 @@ class Commander:
             command = parse_command(name, dict(envelope.body), envelope.transaction)
         except RequestError as err:
             await self._respond(
-                name, requests.error(transaction_of(payload), str(err), field=err.field)
+                name, requests.error(transaction_of(payload), str(err), field=err.field), None
             )
             return
-        await self._respond(name, await self.execute(command))
+        await self._answer(name, command)
 
     async def set(self, account: str, vehicle: str, payload: bytes) -> None:
         """`fleet/<account>/<vehicle>/set` (Home Assistant's switch and button)."""
@@ -109,13 +113,31 @@ class Commander:
             command = parse_command(name, body, envelope.transaction)
         except RequestError as err:
             await self._respond(
-                name, requests.error(transaction_of(payload), str(err), field=err.field)
+                name, requests.error(transaction_of(payload), str(err), field=err.field), None
             )
             return
-        await self._respond(name, await self.execute(command))
+        await self._answer(name, command)
+
+    async def _answer(self, name: str, command: Command) -> None:
+        try:
+            response, key = await self._execute(command)
+        except StoreError as err:
+            # Not recorded means not accepted: say so, then the daemon stops.
+            await self._respond(
+                name,
+                requests.error(command.transaction, f"command: not accepted: {err}"),
+                None,
+            )
+            raise
+        await self._respond(name, response, key)
 
     async def resume(self) -> None:
-        """After a restart: finish what was accepted, follow up what was pending."""
+        """After a restart: send answers that never left, finish what was
+        accepted, follow up what was pending."""
+        for entry in self._store.journal_unanswered():
+            assert entry.response is not None
+            _LOGGER.info("Sending the answer to %s %s again", entry.command, entry.key)
+            await self._respond(entry.command, json.loads(entry.response), entry.key)
         for entry in self._store.journal_open():
             poller = self._pollers.get(entry.account)
             if poller is None:
@@ -131,7 +153,7 @@ class Commander:
             if entry.status == "accepted":
                 _LOGGER.info("Finishing %s %s accepted before a restart", entry.command, entry.key)
                 response = await self._run(entry.key, command, poller)
-                await self._respond(entry.command, response)
+                await self._respond(entry.command, response, entry.key)
             elif entry.handle is not None:
                 self._spawn(
                     self._follow(entry.key, command, poller, entry.handle, entry.created_at)
@@ -144,10 +166,15 @@ class Commander:
 
     # --- the one path every command takes ----------------------------------------
     async def execute(self, command: Command) -> dict[str, Any]:
+        response, _ = await self._execute(command)
+        return response
+
+    async def _execute(self, command: Command) -> tuple[dict[str, Any], str | None]:
+        """The answer, and the journal key it belongs to (None: not journalled)."""
         try:
             poller, vehicle = self._target(command)
         except RequestError as err:
-            return requests.error(command.transaction, str(err), field=err.field)
+            return requests.error(command.transaction, str(err), field=err.field), None
         key = (
             f"{command.account}/{command.transaction}"
             if command.transaction is not None
@@ -160,7 +187,7 @@ class Commander:
         if known is None and order_ref is not None:
             known = self._store.journal_by_order(command.account, order_ref)
         if known is not None:
-            return await self._repeat(known)
+            return await self._repeat(known), None
         entry = JournalEntry(
             key=key,
             command=command.name,
@@ -188,13 +215,13 @@ class Commander:
                 else requests.error(
                     command.transaction, "command: could not be recorded, try again"
                 )
-            )
+            ), None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             response = await self._run(key, command, poller)
             future.set_result(response)
-            return response
+            return response, key
         finally:
             self._inflight.pop(key, None)
             if not future.done():
@@ -361,7 +388,8 @@ class Commander:
         now = format_time(self._now())
         if isinstance(payload, LightsPayload):
             vid = self._vehicle_id(poller, payload.vehicle)
-            await poller.publisher.publish_json(
+            await self._publish_retained(
+                poller,
                 self._topics.vehicle_lights(account, vid),
                 {
                     "status": result.status.value,
@@ -369,13 +397,13 @@ class Commander:
                     "at": now,
                     "error": result.error,
                 },
-                retain=True,
             )
             if result.status is CommandStatus.CONFIRMED:
                 await poller.apply(vid, lights_on=payload.state == "ON")
         elif isinstance(payload, SnapshotPayload):
             vid = self._vehicle_id(poller, payload.vehicle)
-            await poller.publisher.publish_json(
+            await self._publish_retained(
+                poller,
                 self._topics.vehicle_snapshot(account, vid),
                 {
                     "status": result.status.value,
@@ -384,11 +412,17 @@ class Commander:
                     "at": now,
                     "error": result.error,
                 },
-                retain=True,
             )
         elif result.status is not CommandStatus.FAILED:
             # The active-tasks sensor follows at the next poll.
             poller.request_poll()
+
+    async def _publish_retained(
+        self, poller: AccountPoller, topic: str, data: dict[str, Any]
+    ) -> None:
+        # Kept to send again after a broker restart that lost its retained messages.
+        self.retained[topic] = data
+        await poller.publisher.publish_json(topic, data, retain=True)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -242,6 +242,9 @@ class _AccountBase(_Model):
     vehicle_list_interval: Annotated[float, Field(ge=60)] = 3600.0
     offline_after: Annotated[float, Field(ge=60)] = 3600.0
     unavailable_after: Annotated[float, Field(ge=0)] = 600.0
+    # No fresh data for this long: the account's vehicles show as unavailable.
+    # Default: three planned poll intervals, at least unavailable_after.
+    staleness: Annotated[float, Field(ge=1)] | None = None
     request_timeout: Annotated[float, Field(gt=0, le=120)] = 30.0
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     cadence: CadenceConfig = Field(default_factory=CadenceConfig)

@@ -25,7 +25,7 @@ from bridge.mqtt.publisher import Publisher
 from bridge.planner import Cadence, next_poll
 from bridge.providers.base import Provider
 from bridge.quota import Quota
-from bridge.store import Store
+from bridge.store import Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class PollerSettings:
     offline_after: float = 3600.0
     # Polls failing for this long make the account's vehicles unavailable.
     unavailable_after: float = 600.0
+    # No fresh data for this long (failures, 429s, quota waits, a hung provider)
+    # makes the account's vehicles unavailable until the next good poll. None:
+    # three planned poll intervals, and never less than `unavailable_after`.
+    staleness: float | None = None
     # Longest wait between retries while the provider fails.
     max_backoff: float = 300.0
     # Alerts older than this when first seen are published as stale.
@@ -92,6 +96,11 @@ class AccountPoller:
     # Calls one poll costs, learned from the quota ledger (the planner needs it).
     _calls_per_poll: float = 1.0
     _pruned_at: datetime | None = None
+    # When the account's data was last refreshed (a good poll), or the poller
+    # started; and the longest wait planned since, for the default staleness.
+    _refreshed_at: datetime | None = None
+    _planned_delay: float = 0.0
+    _stale: bool = False
 
     @property
     def account(self) -> str:
@@ -169,14 +178,67 @@ class AccountPoller:
     async def run(self) -> None:
         delay = 0.0
         while True:
-            await self._sleep(delay)
+            await self._wait(delay)
             delay = await self.poll_once()
             if self.health.status is AccountStatus.STOPPED:
                 return
 
+    # --- staleness -------------------------------------------------------------
+    @property
+    def stale(self) -> bool:
+        """True while the account's vehicles show as unavailable for stale data."""
+        return self._stale
+
+    def staleness_limit(self) -> float:
+        """Seconds without fresh data after which the vehicles are unavailable."""
+        if self.settings.staleness is not None:
+            return self.settings.staleness
+        return max(self.settings.unavailable_after, 3 * self._planned_delay)
+
+    def seconds_until_stale(self) -> float | None:
+        """None when already stale (nothing to check until fresh data arrives)."""
+        if self._stale:
+            return None
+        if self._refreshed_at is None:
+            self._refreshed_at = self.now()
+        age = (self.now() - self._refreshed_at).total_seconds()
+        return self.staleness_limit() - age
+
+    async def check_stale(self) -> bool:
+        """Mark the vehicles unavailable once the data is older than the staleness
+        limit; returns whether it is. Fresh data (`_succeeded`) undoes it."""
+        until = self.seconds_until_stale()
+        if until is not None and until < 0:
+            self._stale = True
+            _LOGGER.warning(
+                "%s: no fresh data for %.0fs (staleness %.0fs): its vehicles show as "
+                "unavailable until polling works again (%s)",
+                self.account,
+                self.staleness_limit() - until,
+                self.staleness_limit(),
+                self.health.last_error or self.health.plan_reason or "no answer yet",
+            )
+            await self.publisher.set_account_available(self.account, False)
+        return self._stale
+
+    async def _wait(self, delay: float) -> None:
+        """Sleep until the next poll (or a wake-up), checking staleness meanwhile."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + delay
+        while True:
+            remaining = end - loop.time()
+            until_stale = self.seconds_until_stale()
+            if until_stale is None or until_stale >= remaining:
+                await self._sleep(remaining)
+                return
+            if await self._sleep(max(until_stale, 0.0) + 0.05):
+                return
+            await self.check_stale()
+
     async def poll_once(self) -> float:
         """One poll; returns how long to wait before the next."""
         delay = await self._poll()
+        await self.check_stale()
         self.health.next_poll = (
             None
             if self.health.status is AccountStatus.STOPPED
@@ -200,6 +262,8 @@ class AccountPoller:
         except ProviderAuthError as err:
             await self._stop(str(err))
             return 0.0
+        except StoreError:
+            raise  # the daemon stops: polling on without a ledger could break a quota
         except QuotaExhaustedError as err:
             # Not a failure: the bridge itself declined to exceed a budget.
             self.health.plan_reason = err.args[0]
@@ -241,6 +305,7 @@ class AccountPoller:
             endpoint=self.provider.poll_endpoint,
         )
         self.health.plan_reason = decision.reason
+        self._planned_delay = decision.delay
         return decision.delay
 
     def _with_online(self, changed: list[VehicleState], now: datetime) -> list[VehicleState]:
@@ -272,6 +337,10 @@ class AccountPoller:
         self.health.failures = 0
         self.health.last_error = None
         self._failing_since = None
+        self._refreshed_at = self.now()
+        if self._stale:
+            _LOGGER.info("%s: fresh data again; its vehicles are available", self.account)
+            self._stale = False
         await self.publisher.set_account_available(self.account, True)
 
     async def _failed(self, message: str) -> None:
@@ -325,10 +394,14 @@ class AccountPoller:
         base = self.cadence.interval * 2 ** min(self.health.failures, 10)
         return float(min(self.settings.max_backoff, max(base, self.cadence.min_interval)))
 
-    async def _sleep(self, delay: float) -> None:
+    async def _sleep(self, delay: float) -> bool:
+        """Wait `delay` seconds or until woken; returns whether it was woken."""
         if delay <= 0 and not self._wake.is_set():
-            return
+            return False
+        woken = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._wake.wait()
+                woken = True
         self._wake.clear()
+        return woken

@@ -20,7 +20,7 @@ from typing import NamedTuple, Self
 from bridge.model import VehicleState, utc_now
 from bridge.quota import Call, Hold
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS command_journal (
     handle TEXT,
     response TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    answered_at REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS command_journal_order
     ON command_journal (account, order_ref) WHERE order_ref IS NOT NULL;
@@ -119,9 +120,24 @@ class Store:
             # power cut, or a restart could spend the same budget twice.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
             self._check_version()
         except (sqlite3.Error, OSError) as err:
             raise StoreError(f"cannot open the store at {self.path}: {err}") from err
+
+    def _migrate(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(command_journal)")}
+        if "answered_at" not in columns:  # schema 4: answers were not tracked
+            self._db.execute("ALTER TABLE command_journal ADD COLUMN answered_at REAL")
+            # What an older bridge answered was sent then: not again now.
+            self._db.execute(
+                "UPDATE command_journal SET answered_at=updated_at WHERE response IS NOT NULL"
+            )
+
+    def integrity(self) -> str:
+        """SQLite's own check of the whole file: "ok", or what is wrong."""
+        rows = self._db.execute("PRAGMA integrity_check").fetchall()
+        return "; ".join(str(row[0]) for row in rows)
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -287,6 +303,23 @@ class Store:
                 "response=COALESCE(?, response), updated_at=? WHERE key=?",
                 (status, handle, response, utc_now().timestamp(), key),
             )
+
+    def journal_answered(self, key: str) -> None:
+        """The command's answer reached the broker: never send it again."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE command_journal SET answered_at=? WHERE key=? AND answered_at IS NULL",
+                (utc_now().timestamp(), key),
+            )
+
+    def journal_unanswered(self) -> list[JournalEntry]:
+        """Commands with an answer that never reached the broker (a crash or a
+        broker outage in between): to send after a restart."""
+        rows = self._db.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM command_journal "
+            "WHERE response IS NOT NULL AND answered_at IS NULL ORDER BY created_at"
+        ).fetchall()
+        return [JournalEntry(*row) for row in rows]
 
     # --- alerts seen (each published once) ----------------------------------
     def claim_alerts(self, account: str, alert_ids: list[str]) -> set[str]:

@@ -8,6 +8,11 @@ another process (the bridge runs as a subprocess in end-to-end tests).
     POST   /_sim/vehicles                       add a vehicle (201, {"id": ...})
     DELETE /_sim/vehicles/{id}                  remove one
     GET    /_sim/stats                          request counters per provider
+    POST   /_sim/faults?kind=reset&provider=&count=...
+                                                add a fault rule (bridge.simulator.faults)
+    GET    /_sim/faults   DELETE /_sim/faults   the rules and what they injected / clear
+    POST   /_sim/vehicles/{id}/hide  .../show   a vehicle leaves the provider's lists
+                                                and comes back with the same id
     POST   /_sim/{provider}/expire-cursors
     POST   /_sim/{provider}/fail?status=500&count=3[&retry_after=0.5]
     POST   /_sim/{provider}/latency?seconds=0.2
@@ -41,6 +46,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bridge.simulator.base import ProviderSim
+from bridge.simulator.faults import SimFaults, rule_from_query
 from bridge.simulator.world import World
 
 
@@ -61,6 +67,7 @@ def control_app(
     world: World,
     providers: Mapping[str, ProviderSim],
     worlds: Mapping[str, World] | None = None,
+    faults: SimFaults | None = None,
 ) -> web.Application:
     """`world` is the default fleet; `worlds` every provider's, by provider name."""
     app = web.Application(middlewares=[_bad_requests])
@@ -133,6 +140,42 @@ def control_app(
         body: dict[str, Any] = {"now": now(), "revision": world.revision, "vehicles": len(world)}
         body.update({name: provider.stats() for name, provider in providers.items()})
         return web.json_response(body)
+
+    @routes.post("/vehicles/{vehicle_id}/hide")
+    async def hide_vehicle(request: web.Request) -> web.Response:
+        try:
+            world_of(request).hide_vehicle(request.match_info["vehicle_id"])
+        except KeyError:
+            return web.json_response({"error": "no such vehicle"}, status=404)
+        return web.Response(status=204)
+
+    @routes.post("/vehicles/{vehicle_id}/show")
+    async def show_vehicle(request: web.Request) -> web.Response:
+        try:
+            world_of(request).show_vehicle(request.match_info["vehicle_id"])
+        except KeyError:
+            return web.json_response({"error": "no such hidden vehicle"}, status=404)
+        return web.Response(status=204)
+
+    @routes.get("/faults")
+    async def faults_get(_: web.Request) -> web.Response:
+        return web.json_response(faults.to_json() if faults else {})
+
+    @routes.post("/faults")
+    async def faults_add(request: web.Request) -> web.Response:
+        if faults is None:
+            raise web.HTTPNotFound(text="no fault switches")
+        try:
+            rule = faults.add(rule_from_query(request.query))
+        except (ValueError, TypeError) as err:
+            raise _BadRequest(str(err)) from None
+        return web.json_response({"added": rule.kind}, status=201)
+
+    @routes.delete("/faults")
+    async def faults_clear(_: web.Request) -> web.Response:
+        if faults is not None:
+            faults.clear()
+        return web.Response(status=204)
 
     def provider_of(request: web.Request) -> ProviderSim:
         name = request.match_info["provider"]

@@ -30,6 +30,7 @@ from bridge.simulator import fleetize, metrotec, telemax, tracksafe365, tracksaf
 from bridge.simulator.base import ProviderSim
 from bridge.simulator.clock import SimClock
 from bridge.simulator.control import control_app
+from bridge.simulator.faults import SimFaults
 from bridge.simulator.fleetize import FleetizeSim
 from bridge.simulator.metrotec import MetrotecSim
 from bridge.simulator.metrotec_geo import TALLINN
@@ -177,16 +178,20 @@ class SimulatorServer:
             MetrotecSim.name: self.metrotec,
             TrackSafe365Sim.name: self.tracksafe365,
         }
+        #: Fault switches for every provider, and the log of provider requests.
+        self.faults = SimFaults(clock=monotonic, sim_clock=lambda: self.clock.now_ms() / 1000)
         self._runner: web.AppRunner | None = None
 
     def make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.faults.middleware()])
         app.add_subapp(PREFIX, self.samsara.app())
         app.add_subapp(fleetize.PREFIX, self.fleetize.app())
         app.add_subapp(telemax.PREFIX, self.telemax.app())
         app.add_subapp(metrotec.PREFIX, self.metrotec.app())
         app.add_subapp(tracksafe365.PREFIX, self.tracksafe365.app())
-        app.add_subapp(CONTROL_PREFIX, control_app(self.world, self.providers, self.all_worlds))
+        app.add_subapp(
+            CONTROL_PREFIX, control_app(self.world, self.providers, self.all_worlds, self.faults)
+        )
         return app
 
     @property

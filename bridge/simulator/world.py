@@ -142,6 +142,7 @@ class World:
         self._revision = 1
         self._updated_ms = self.clock.now_ms()
         self._by_id: dict[str, SimVehicle] = {}
+        self._hidden: dict[str, SimVehicle] = {}
         # In creation order (= ascending seq), for stable pagination.
         self._order: list[SimVehicle] = []
         self._seqs: list[int] = []
@@ -207,6 +208,20 @@ class World:
         index = bisect_right(self._seqs, vehicle.seq) - 1
         del self._order[index]
         del self._seqs[index]
+
+    def hide_vehicle(self, vehicle_id: str) -> None:
+        """The vehicle leaves every list (a tracker unplugged, a licence moved) until
+        `show_vehicle` brings it back with the same id; KeyError if unknown."""
+        vehicle = self._by_id[vehicle_id]
+        self.remove_vehicle(vehicle_id)
+        self._hidden[vehicle_id] = vehicle
+
+    def show_vehicle(self, vehicle_id: str) -> None:
+        vehicle = self._hidden.pop(vehicle_id)
+        index = bisect_right(self._seqs, vehicle.seq)
+        self._order.insert(index, vehicle)
+        self._seqs.insert(index, vehicle.seq)
+        self._by_id[vehicle_id] = vehicle
 
     def park_all(self) -> None:
         """Park every vehicle where it is, engine off, until `release()`."""

@@ -50,6 +50,7 @@ async def test_killed_twice_in_a_minute_never_breaks_the_fleetize_spacing(
             "    token: demo-fleetize-token\n"
             f"    base_url: {base}/fleetize/v2\n"
         )
+        config.chmod(0o600)  # it holds the token: fleet-bridge refuses it readable by all
         mark = recorder.mark()
         bridge = Process([*FLEET_BRIDGE, "run", "--config", str(config)])
         await recorder.wait_for(
