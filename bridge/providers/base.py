@@ -44,6 +44,14 @@ class Provider(Protocol):
     async def poll(self, plan: PollPlan) -> Update:
         """Fetch what changed since the last poll."""
 
+    async def validate(self) -> str:
+        """Check the credentials with the cheapest call the provider has.
+
+        The call goes through the quota at command priority, so it is counted
+        like any other (the first poll after a setup still keeps FLEETIZE's 60 s
+        spacing). Returns a stable id of the account that holds no secret: the
+        Home Assistant integration refuses a second entry with the same id."""
+
     def checkpoint(self) -> dict[str, str]:
         """Opaque resume state (cursors) to persist after a successful poll."""
 

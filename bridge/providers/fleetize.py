@@ -42,7 +42,14 @@ from bridge.model import (
     VehicleStatus,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
-from bridge.providers.parse import integer, number, text, unix_time, valid_coordinates
+from bridge.providers.parse import (
+    fingerprint,
+    integer,
+    number,
+    text,
+    unix_time,
+    valid_coordinates,
+)
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -184,6 +191,13 @@ class FleetizeProvider:
             self._last_poll = datetime.fromisoformat(checkpoint["last_poll"])
         except (KeyError, ValueError):
             self._last_poll = None
+
+    async def validate(self) -> str:
+        """The fleet list: FLEETIZE has no cheaper call (it costs one of the 100 a day)."""
+        devices = await self._call(ACTION_DEVICELIST, {"scope": SCOPE}, Priority.COMMAND)
+        if not isinstance(devices, list):
+            raise ProviderDataError("FLEETIZE devicelist: expected a JSON array")
+        return fingerprint(self.name, self.settings.base_url, self.settings.token)
 
     async def close(self) -> None:
         """Nothing to release: the session is injected."""

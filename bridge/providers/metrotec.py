@@ -78,7 +78,7 @@ from bridge.model import (
     utc_now,
 )
 from bridge.providers.http import USER_AGENT, HttpClient, Response, RetryPolicy
-from bridge.providers.parse import integer, number, text, valid_coordinates
+from bridge.providers.parse import fingerprint, integer, number, text, valid_coordinates
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -375,6 +375,12 @@ class MetrotecProvider:
         except ValueError:
             return
         self._token = token
+
+    async def validate(self) -> str:
+        """The vehicle list (after a login, for username and password)."""
+        await self._call("objects", Priority.COMMAND)
+        principal = self.settings.username or self.settings.api_key or ""
+        return fingerprint(self.name, self.settings.base_url, principal)
 
     async def close(self) -> None:
         """Nothing to release: the session is injected."""

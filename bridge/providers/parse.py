@@ -6,6 +6,7 @@ and then garbage; these turn any of it into a value or None, never an exception.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -75,3 +76,8 @@ def event_position(
         accuracy_m=number(location.get("accuracyMeters")),
         address=address,
     )
+
+
+def fingerprint(*parts: str) -> str:
+    """A stable, non-reversible id from credentials (never the credentials themselves)."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

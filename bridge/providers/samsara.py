@@ -47,7 +47,14 @@ from bridge.model import (
     utc_now,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
-from bridge.providers.parse import event_position, integer, number, text, valid_coordinates
+from bridge.providers.parse import (
+    event_position,
+    fingerprint,
+    integer,
+    number,
+    text,
+    valid_coordinates,
+)
 from bridge.quota import Budget, BudgetKind, Quota, endpoint_window
 
 _LOGGER = logging.getLogger(__name__)
@@ -271,6 +278,12 @@ class SamsaraProvider:
             (cursor, start) if cursor and start else (None, None)
         )
         self._safety_read = _aware(checkpoint.get(SAFETY_READ_KEY))
+
+    async def validate(self) -> str:
+        """One page of one vehicle: the cheapest call that proves the token."""
+        self._priority = Priority.COMMAND
+        await self._get(PATH_VEHICLES, {"limit": "1"}, endpoint=ENDPOINT_VEHICLES)
+        return fingerprint(self.name, self.settings.base_url, self.settings.token)
 
     async def close(self) -> None:
         """Nothing to release: the session is injected and owned by the caller."""

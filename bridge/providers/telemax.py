@@ -49,7 +49,7 @@ from bridge.model import (
     parse_time,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
-from bridge.providers.parse import integer, number, text, valid_coordinates
+from bridge.providers.parse import fingerprint, integer, number, text, valid_coordinates
 from bridge.quota import Budget, BudgetKind, Quota, endpoint_window
 
 _LOGGER = logging.getLogger(__name__)
@@ -225,6 +225,12 @@ class TelemaxProvider:
         expires = checkpoint.get("token_expires")
         self._token_expires = datetime.fromisoformat(expires) if expires else None
         self._alerts_until = parse_time(checkpoint.get("alerts_until"))
+
+    async def validate(self) -> str:
+        """A token for the API key and its company: the company is the account."""
+        now = self.quota.now() if self.quota is not None else datetime.now(UTC)
+        self._company = await self._first_company(now, Priority.COMMAND)
+        return fingerprint(self.name, self.settings.base_url, self._company)
 
     async def close(self) -> None:
         """Nothing to release: the session is injected."""

@@ -60,7 +60,7 @@ from bridge.model import (
     parse_time,
 )
 from bridge.providers.http import HttpClient, Response, RetryPolicy
-from bridge.providers.parse import event_position, number, text, valid_coordinates
+from bridge.providers.parse import event_position, fingerprint, number, text, valid_coordinates
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -273,6 +273,11 @@ class TracksafeProvider:
             until = parse_time(checkpoint.get(f"{name}_until"))
             if until is not None:
                 self._events_until[name] = until
+
+    async def validate(self) -> str:
+        """One vehicle of the list: proves the key and its fleet:read scope."""
+        await self._call("vehicles", Priority.COMMAND, params={"limit": "1"})
+        return fingerprint(self.name, self.base_url, self.settings.api_key)
 
     async def close(self) -> None:
         """Nothing to release: the session is injected."""
