@@ -30,3 +30,8 @@ async def mqtt_ready(
     # Kept for tests that check what Home Assistant publishes (switch, button).
     hass.data["fleet_test_mqtt_mock"] = await mqtt_mock_entry()
     return hass
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Let Home Assistant load custom_components/fleet_telematics from the checkout."""
