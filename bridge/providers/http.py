@@ -131,11 +131,21 @@ class HttpClient:
         all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         all_headers.update(headers or {})
         attempt = 0
+        # Why the previous attempt failed: a retry the budget forbids ends the
+        # request with that error, not as a mere wait for quota (the poller must
+        # see the provider failing).
+        failed: ProviderError | None = None
         while True:
-            await self._acquire(endpoint, priority)
+            try:
+                await self._acquire(endpoint, priority)
+            except QuotaExhaustedError:
+                if failed is not None:
+                    raise failed from None
+                raise
             try:
                 response = await self._send(method, url, all_headers, params, json_body, form)
             except ProviderConnectionError as err:
+                failed = err
                 if attempt + 1 >= self.retry.attempts:
                     raise
                 delay = self.retry.backoff(attempt)
@@ -151,11 +161,12 @@ class HttpClient:
                 wait = retry_after if retry_after is not None else self.retry.backoff(attempt)
                 if self.quota is not None:
                     self.quota.hold(wait, f"{self.provider} answered 429")
+                failed = ProviderRateLimitedError(
+                    f"{self.provider} rate limit reached (429), retry after {wait:.2f}s",
+                    retry_after=wait,
+                )
                 if attempt + 1 >= self.retry.attempts or wait > self.retry.max_retry_after:
-                    raise ProviderRateLimitedError(
-                        f"{self.provider} rate limit reached (429), retry after {wait:.2f}s",
-                        retry_after=wait,
-                    )
+                    raise failed
                 _LOGGER.info("%s answered 429, waiting %.2fs as asked", self.provider, wait)
                 await self.sleep(wait)
                 attempt += 1
@@ -165,10 +176,11 @@ class HttpClient:
                     f"{self.provider} refused the credentials (HTTP {status}): {response.text()}"
                 )
             if status >= 500:
+                failed = ProviderConnectionError(
+                    f"{self.provider} kept failing (HTTP {status}: {response.text()})"
+                )
                 if attempt + 1 >= self.retry.attempts:
-                    raise ProviderConnectionError(
-                        f"{self.provider} kept failing (HTTP {status}: {response.text()})"
-                    )
+                    raise failed
                 delay = self.retry.backoff(attempt)
                 _LOGGER.info("%s answered HTTP %s, retrying in %.1fs", self.provider, status, delay)
                 await self.sleep(delay)
