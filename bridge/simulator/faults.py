@@ -66,6 +66,8 @@ class Rule:
     provider: str | None = None
     #: Applies to request paths containing this text; None: any.
     path: str | None = None
+    #: Applies to this HTTP method only; None: any.
+    method: str | None = None
     #: How many matching requests it acts on; -1: until removed.
     count: int = 1
     #: Matching requests to let through untouched before acting.
@@ -161,7 +163,7 @@ class SimFaults:
             provider = _provider_of(request.path)
             if provider is None:
                 return await handler(request)
-            rule = self._match(provider, request.path)
+            rule = self._match(provider, request.path, request.method)
             self.log.append(
                 Seen(
                     self.clock(),
@@ -178,9 +180,11 @@ class SimFaults:
 
         return faults
 
-    def _match(self, provider: str, path: str) -> Rule | None:
+    def _match(self, provider: str, path: str, method: str) -> Rule | None:
         for rule in self.rules:
             if rule.provider not in (None, provider) or (rule.path and rule.path not in path):
+                continue
+            if rule.method is not None and rule.method.upper() != method:
                 continue
             if rule.skip > 0:
                 rule.skip -= 1
@@ -338,7 +342,7 @@ def rule_from_query(query: Mapping[str, str]) -> Rule:
     for name, raw in query.items():
         if name not in known:
             raise ValueError(f"unknown fault field {name!r}")
-        if name in ("kind", "provider", "path", "body"):
+        if name in ("kind", "provider", "path", "method", "body"):
             values[name] = raw
         elif name == "after":
             values[name] = raw.lower() in ("1", "true", "yes")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,8 +235,3 @@ def vehicle_topics(recorder: Recorder, account: str) -> dict[str, dict[str, Any]
         if rest and "/" not in rest and rest != "quota":
             found[rest] = json.loads(payload)
     return found
-
-
-@pytest.fixture
-def tmp_store(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "store.sqlite"
