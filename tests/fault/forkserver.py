@@ -13,9 +13,9 @@ import sys
 import aiohttp  # noqa: F401  (imported before the fork: the point of this process)
 import aiomqtt  # noqa: F401
 
-import bridge.app  # noqa: F401
+import bridge.app
 import bridge.cli
-import bridge.config  # noqa: F401
+import bridge.config
 
 
 def main() -> None:

@@ -1,0 +1,145 @@
+"""The broker goes away while polls and commands go on, and comes back empty.
+
+The outage lasts 1 s, 30 s and 5 min on the clock the bridge and the simulators
+share: the broker is really down for about a second while the simulated clock
+moves on and the bridge keeps polling. (A real five-minute outage, with the
+production reconnect backoff of 1 s to 60 s, is `-m slow`; CI does not run it.)
+Mosquitto runs without persistence, so the restart wipes every retained message.
+Afterwards every vehicle's state, availability and discovery are back, and the
+command accepted before the outage is answered exactly once and reached the
+provider once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from bridge.mqtt.client import Backoff
+from bridge.simulator.server import SimulatorServer
+from tests.fault.conftest import Tally, make_config, poll_all, running, vehicle_topics
+from tests.support.mqtt import Mosquitto, Recorder, record
+
+ALLOW = {"allow": [{"accounts": ["mt"], "vehicles": ["*"], "commands": ["lights"]}]}
+
+
+async def outage(
+    seconds: float,
+    real_pause: float,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    recorder: Recorder,
+    sim: SimulatorServer,
+    tally: Tally,
+    backoff: Backoff | None = None,
+) -> None:
+    config = make_config(mosquitto, sim, tmp_path, commands=ALLOW)
+    vehicle = sim.metrotec_world.ids()[0]
+    async with running(config, sim) as bridge:
+        await poll_all(bridge)
+        await recorder.wait_for(lambda: len(vehicle_topics(recorder, "mt")) == 3)
+        # A command whose provider call is under way when the broker goes.
+        sim.metrotec.latency = 0.3
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish(
+                "fleet/bridge/request/lights",
+                json.dumps(
+                    {"transaction": "before", "account": "mt", "vehicle": vehicle, "state": "ON"}
+                ).encode(),
+                qos=1,
+            )
+        async with asyncio.timeout(10):
+            while not sim.faults.requests("metrotec", "/objects/events/"):
+                await asyncio.sleep(0.01)
+        # Reconnects slower than the recorder below, so that it hears everything.
+        bridge.link._backoff = backoff or Backoff(initial=0.5, maximum=0.5, current=0.5)
+        mosquitto.stop()
+        tally.injected(f"broker down {seconds:g}s")
+        sim.metrotec.latency = 0.0
+        # Polls go on while the broker is away; vehicles move meanwhile.
+        steps = max(1, min(int(seconds // 30), 10))
+        for _ in range(steps):
+            sim.clock.advance(seconds / steps)
+            await poll_all(bridge)
+        if real_pause:
+            await asyncio.sleep(real_pause)  # the slow variant: a real outage
+        assert not bridge.link.connected.is_set()
+        mosquitto.start()
+        async with record(mosquitto.host, mosquitto.port) as after:
+            await after.wait_for(
+                lambda: (
+                    after.retained.get("fleet/bridge/state") == b"online"
+                    and all(
+                        len(vehicle_topics(after, name)) == len(sim.all_worlds[p])
+                        and all(
+                            after.retained.get(f"fleet/{name}/{v}/availability") == b"online"
+                            for v in vehicle_topics(after, name)
+                        )
+                        for name, p in (("sam", "samsara"), ("mt", "metrotec"), ("tmx", "telemax"))
+                    )
+                    and any(t.startswith("homeassistant/device_tracker/") for t in after.retained)
+                    and any(m.topic == "fleet/bridge/response/lights" for m in after.messages)
+                ),
+                timeout=30 + real_pause,
+            )
+            # The vehicles' states are the ones polled during the outage.
+            for vid in sim.metrotec_world.ids():
+                state = vehicle_topics(after, "mt")[vid]
+                assert state["latitude"] == pytest.approx(
+                    sim.metrotec_world.truth(vid).latitude, abs=1e-4
+                )
+            # The command after the outage works too.
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+                await client.publish(
+                    "fleet/bridge/request/lights",
+                    json.dumps(
+                        {
+                            "transaction": "after",
+                            "account": "mt",
+                            "vehicle": vehicle,
+                            "state": "OFF",
+                        }
+                    ).encode(),
+                    qos=1,
+                )
+            await after.wait_for(
+                lambda: any(
+                    json.loads(m.payload).get("transaction") == "after"
+                    for m in after.since(0, "fleet/bridge/response/")
+                )
+            )
+            answers = [
+                json.loads(m.payload)
+                for m in after.messages
+                if m.topic.startswith("fleet/bridge/response/")
+            ]
+    before = [a for a in answers if a.get("transaction") == "before"]
+    assert len(before) == 1, answers
+    assert before[0]["status"] == "ok"
+    # Each command reached the provider once.
+    assert len(sim.faults.requests("metrotec", "/objects/events/")) == 2
+    tally.commands_accepted += 2
+    tally.commands_answered += 2
+
+
+@pytest.mark.parametrize("seconds", [1, 30, 300], ids=["1s", "30s", "5min"])
+async def test_broker_outage_loses_nothing(
+    seconds: float,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    recorder: Recorder,
+    sim: SimulatorServer,
+    tally: Tally,
+) -> None:
+    await outage(seconds, 0.0, tmp_path, mosquitto, recorder, sim, tally)
+
+
+@pytest.mark.slow
+async def test_a_real_five_minute_outage_with_the_production_backoff(
+    tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, sim: SimulatorServer, tally: Tally
+) -> None:
+    await outage(300, 300.0, tmp_path, mosquitto, recorder, sim, tally, backoff=Backoff())
