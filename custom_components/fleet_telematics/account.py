@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from bridge.model import Capability
+from bridge.model import Capability, utc_now
 from bridge.planner import Cadence
 from bridge.providers import (
     create_provider,
@@ -149,7 +149,8 @@ def build_client(
     account: str,
 ) -> tuple[Provider, Quota]:
     """A provider client whose every call goes through the account's quota."""
-    quota = Quota(account, budgets_for(data, options), ledger)
+    # Looked up at each call so that tests can run the account on a simulated clock.
+    quota = Quota(account, budgets_for(data, options), ledger, now=lambda: utc_now())
     provider = create_provider(data[CONF_PROVIDER], session, settings_for(data), quota)
     return provider, quota
 

@@ -25,7 +25,6 @@ from bridge.model import (
     Task,
     TaskChange,
     format_time,
-    utc_now,
 )
 from bridge.providers.base import LightsControl, SnapshotControl, TaskControl
 
@@ -112,7 +111,7 @@ async def request_snapshot(
     def ready(done: CommandResult) -> None:
         url = done.data.get("url")
         if isinstance(url, str):
-            coordinator.snapshots[vehicle_id] = Snapshot(url, utc_now())
+            coordinator.snapshots[vehicle_id] = Snapshot(url, coordinator.quota.now())
             coordinator.async_update_listeners()
 
     if result.status is CommandStatus.CONFIRMED:
@@ -149,8 +148,8 @@ def _follow(
     done: Callable[[CommandResult], None],
 ) -> None:
     async def follow() -> None:
-        deadline = utc_now().timestamp() + FOLLOW_UP_TIMEOUT[kind]
-        while utc_now().timestamp() < deadline:
+        deadline = coordinator.quota.now().timestamp() + FOLLOW_UP_TIMEOUT[kind]
+        while coordinator.quota.now().timestamp() < deadline:
             await coordinator.sleep(FOLLOW_UP_INTERVAL[kind])
             try:
                 result = await check()
@@ -181,10 +180,15 @@ def _follow(
 
 
 def result_data(result: CommandResult) -> dict[str, Any]:
-    """What an action returns (its response data)."""
-    data: dict[str, Any] = {"status": result.status.value}
+    """What an action returns (its response data); `status` is the command's,
+    a task's own status is `task_status`."""
+    data: dict[str, Any] = {
+        ("task_status" if key == "status" else key): (
+            format_time(value) if isinstance(value, datetime) else value
+        )
+        for key, value in result.data.items()
+    }
+    data["status"] = result.status.value
     if result.handle is not None:
         data["handle"] = result.handle
-    for key, value in result.data.items():
-        data[key] = format_time(value) if isinstance(value, datetime) else value
     return data

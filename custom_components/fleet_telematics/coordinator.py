@@ -29,7 +29,7 @@ from bridge.errors import (
     ProviderTokenBlockedError,
     QuotaExhaustedError,
 )
-from bridge.model import Alert, EngineState, PollPlan, Priority, VehicleState, utc_now
+from bridge.model import Alert, EngineState, PollPlan, Priority, VehicleState
 from bridge.planner import Cadence, next_poll
 from bridge.providers.base import Provider
 from bridge.quota import Quota
@@ -209,7 +209,7 @@ class FleetCoordinator(DataUpdateCoordinator[dict[str, VehicleState]]):
     def _plan(self, delay: float, reason: str) -> None:
         delay = max(delay, 1.0)
         self.update_interval = timedelta(seconds=delay)
-        self.status.next_poll = utc_now() + timedelta(seconds=delay)
+        self.status.next_poll = self.quota.now() + timedelta(seconds=delay)
         self.status.reason = reason
 
     def _failed(self, message: str, retry_after: float | None) -> None:

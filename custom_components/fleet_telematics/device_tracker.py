@@ -31,6 +31,9 @@ async def async_setup_entry(
 class VehicleTracker(FleetEntity, TrackerEntity):
     _attr_name = None  # the device's main entity: device_tracker.<vehicle>
     _attr_translation_key = "location"
+    # Home Assistant files trackers under diagnostics by default; a vehicle's
+    # position is what its device is for.
+    _attr_entity_category = None
 
     def __init__(self, coordinator: FleetCoordinator, vehicle_id: str) -> None:
         super().__init__(coordinator, vehicle_id, "location")

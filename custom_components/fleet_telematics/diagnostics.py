@@ -58,8 +58,14 @@ async def async_get_config_entry_diagnostics(
             "failures": coordinator.status.failures,
             "last_error": coordinator.status.last_error,
         },
-        "checkpoint": async_redact_data(dict(coordinator.provider.checkpoint()), TO_REDACT),
+        # Cursors are opaque and may name vehicles (or hold a token): their size only.
+        "checkpoint": {
+            key: f"{len(value)} characters"
+            for key, value in coordinator.provider.checkpoint().items()
+        },
         "vehicles": [
-            async_redact_data(state.to_json(), TO_REDACT) for state in coordinator.data.values()
+            # Some providers' vehicle ids are licence plates (Metrotec): numbered instead.
+            {**async_redact_data(state.to_json(), TO_REDACT), "id": f"vehicle {number}"}
+            for number, state in enumerate(coordinator.data.values(), start=1)
         ],
     }

@@ -7,10 +7,8 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 
-from bridge.model import Capability
-
 from .coordinator import FleetCoordinator, runtime
-from .entity import FleetEntity, add_vehicle_entities, has
+from .entity import FleetEntity, add_vehicle_entities
 
 PARALLEL_UPDATES = 0
 
@@ -19,7 +17,8 @@ async def async_setup_entry(
     hass: HomeAssistant, entry: ConfigEntry, async_add_entities: AddEntitiesCallback
 ) -> None:
     coordinator = runtime(entry).coordinator
-    if has(coordinator, {Capability.ALERTS}):
+    # Providers say which alerts they report; none, no event entity.
+    if coordinator.provider.alert_types:
         add_vehicle_entities(
             coordinator, async_add_entities, lambda vid: [VehicleAlert(coordinator, vid)]
         )

@@ -3,16 +3,18 @@ integration's tests (Home Assistant's own aiohttp session talks to them)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, HomeAssistant, State, callback
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from bridge.simulator import fleetize, metrotec, samsara, telemax
 from bridge.simulator.server import SimulatorServer
+from custom_components.fleet_telematics import account
 from custom_components.fleet_telematics.const import DOMAIN
 
 # A weekday at noon: the simulated fleets are on the road.
@@ -20,7 +22,9 @@ START = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def sim(socket_enabled: None) -> AsyncIterator[SimulatorServer]:
+async def sim(
+    socket_enabled: None, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[SimulatorServer]:
     # Real sockets on 127.0.0.1: the simulators are real HTTP servers.
     async with SimulatorServer(
         vehicles=3,
@@ -31,6 +35,8 @@ async def sim(socket_enabled: None) -> AsyncIterator[SimulatorServer]:
         speed=0,
         start=START,
     ) as server:
+        # The accounts' quota clock is the simulated one (fixed unless advanced).
+        monkeypatch.setattr(account, "utc_now", server.clock.now)
         yield server
 
 
@@ -61,3 +67,64 @@ async def setup_account(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     return entry
+
+
+def coordinator_of(entry: MockConfigEntry) -> Any:
+    from custom_components.fleet_telematics.coordinator import runtime
+
+    return runtime(entry).coordinator
+
+
+def vehicle_device_id(hass: HomeAssistant, entry: MockConfigEntry, vehicle_id: str) -> str:
+    from homeassistant.helpers import device_registry as dr
+
+    device = dr.async_get(hass).async_get_device(
+        identifiers={(DOMAIN, f"{entry.unique_id}_{vehicle_id}")}
+    )
+    assert device is not None, vehicle_id
+    return device.id
+
+
+def entity_id_of(hass: HomeAssistant, platform: str, unique_id: str) -> str:
+    from homeassistant.helpers import entity_registry as er
+
+    entity_id = er.async_get(hass).async_get_entity_id(platform, DOMAIN, unique_id)
+    assert entity_id is not None, unique_id
+    return entity_id
+
+
+async def wait_state(
+    hass: HomeAssistant,
+    entity_id: str,
+    predicate: Callable[[State | None], bool],
+    timeout: float = 10.0,
+) -> State | None:
+    """Wait for a state change that satisfies `predicate` (no sleeping)."""
+    from homeassistant.helpers.event import async_track_state_change_event
+
+    if predicate(hass.states.get(entity_id)):
+        return hass.states.get(entity_id)
+    reached: asyncio.Future[State | None] = hass.loop.create_future()
+
+    @callback
+    def changed(event: Event) -> None:
+        state = event.data.get("new_state")
+        if predicate(state) and not reached.done():
+            reached.set_result(state)
+
+    unsubscribe = async_track_state_change_event(hass, [entity_id], changed)
+    try:
+        async with asyncio.timeout(timeout):
+            return await reached
+    finally:
+        unsubscribe()
+
+
+def advancing_sleep(sim: SimulatorServer) -> Callable[[float], Awaitable[None]]:
+    """A follow-up wait that moves the simulated clock instead of real time."""
+
+    async def sleep(seconds: float) -> None:
+        sim.clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    return sleep
