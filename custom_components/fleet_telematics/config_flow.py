@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import voluptuous as vol
+import voluptuous as vol  # type: ignore[import-untyped,unused-ignore]
 from homeassistant.config_entries import (
     ConfigEntry,
     ConfigEntryState,
@@ -67,6 +67,7 @@ from .const import (
     CONF_INTERVAL,
     CONF_PASSWORD,
     CONF_PROVIDER,
+    CONF_REGION,
     CONF_RESERVE,
     CONF_URL,
     DEFAULT_ADAPTIVE,
@@ -79,8 +80,10 @@ from .const import (
 from .store import async_get_store, validation_ledger
 
 try:  # Home Assistant 2024.4 and later type flow results per flow kind.
-    from homeassistant.config_entries import ConfigFlowResult
-except ImportError:  # pragma: no cover - 2024.3
+    from homeassistant.config_entries import (  # type: ignore[attr-defined,unused-ignore]
+        ConfigFlowResult,
+    )
+except ImportError:  # 2024.3
     from homeassistant.data_entry_flow import (  # type: ignore[assignment,unused-ignore]
         FlowResult as ConfigFlowResult,
     )
@@ -162,9 +165,9 @@ def collect(
 def _identity(data: Mapping[str, Any]) -> tuple[Any, ...]:
     """What makes two entries the same account before anybody is asked."""
     spec = PROVIDERS[data[CONF_PROVIDER]]
-    choices = tuple(data.get(choice) for choice in spec.choices or {})
     secrets = tuple(data.get(name) or "" for name in credential_fields(spec))
-    return (spec.name, data.get(CONF_URL) or "", choices, secrets)
+    # The region chooses the server; the plan only the budgets of the same key.
+    return (spec.name, data.get(CONF_URL) or "", data.get(CONF_REGION), secrets)
 
 
 def ledger_key(data: Mapping[str, Any]) -> str:
@@ -355,7 +358,9 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
         # Adopting only unknown calls keeps a repeated flow from counting twice.
         store = await async_get_store(self.hass, uid)
         known = set(store.load_calls(uid, EPOCH))
-        store.adopt_calls(c for c in validation_ledger(self.hass).load_calls(key, EPOCH) if c not in known)
+        store.adopt_calls(
+            c for c in validation_ledger(self.hass).load_calls(key, EPOCH) if c not in known
+        )
         await store.async_flush()
         await self.async_set_unique_id(uid)
         self._abort_if_unique_id_configured()
@@ -364,9 +369,10 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     def _title(self, spec: ProviderSpec, data: Mapping[str, Any], uid: str) -> str:
-        """"FLEETIZE", "Samsara (eu)"; a second account of the same name gets
-        the start of its id, so that the two can be told apart."""
-        region = data.get("region")
+        """The provider's name, and Samsara's region: FLEETIZE, Samsara (eu). A
+        second account of the same title gets the start of its id, so that the
+        two can be told apart."""
+        region = data.get(CONF_REGION)
         title = f"{spec.title} ({region})" if region else spec.title
         if any(entry.title == title for entry in self._async_current_entries()):
             title = f"{title} {uid[:SHORT_ID]}"
@@ -389,7 +395,7 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
         _interactive(provider)
         try:
             return await provider.validate(), "", {}
-        except Exception as err:  # noqa: BLE001 - the form must show every failure
+        except Exception as err:  # the form must show every failure
             error, placeholders = describe_error(err)
             if error == "unknown":
                 LOGGER.exception("Unexpected error checking a %s account", data[CONF_PROVIDER])
