@@ -6,6 +6,7 @@ never in the project venv; `bridge` comes from the working tree.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ import pytest
 from homeassistant.core import HomeAssistant
 
 import bridge
+from bridge.simulator.server import SimulatorServer
+from custom_components.fleet_telematics import account
+from fleet_sim import START
 
 # An installed copy of the bridge would be tested instead of the checkout.
 assert Path(bridge.__file__).resolve().is_relative_to(Path(__file__).resolve().parents[2]), (
@@ -35,3 +39,22 @@ async def mqtt_ready(
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/fleet_telematics from the checkout."""
+
+
+@pytest.fixture
+async def sim(
+    socket_enabled: None, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[SimulatorServer]:
+    # Real sockets on 127.0.0.1: the simulators are real HTTP servers.
+    async with SimulatorServer(
+        vehicles=3,
+        fleetize_vehicles=3,
+        telemax_vehicles=3,
+        metrotec_vehicles=3,
+        tracksafe365_vehicles=3,
+        speed=0,
+        start=START,
+    ) as server:
+        # The accounts' quota clock is the simulated one (fixed unless advanced).
+        monkeypatch.setattr(account, "utc_now", server.clock.now)
+        yield server

@@ -4,40 +4,19 @@ integration's tests (Home Assistant's own aiohttp session talks to them)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from homeassistant.core import Event, HomeAssistant, State, callback
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from bridge.simulator import fleetize, metrotec, samsara, telemax
 from bridge.simulator.server import SimulatorServer
-from custom_components.fleet_telematics import account
 from custom_components.fleet_telematics.const import DOMAIN
 
 # A weekday at noon: the simulated fleets are on the road.
 START = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def sim(
-    socket_enabled: None, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[SimulatorServer]:
-    # Real sockets on 127.0.0.1: the simulators are real HTTP servers.
-    async with SimulatorServer(
-        vehicles=3,
-        fleetize_vehicles=3,
-        telemax_vehicles=3,
-        metrotec_vehicles=3,
-        tracksafe365_vehicles=3,
-        speed=0,
-        start=START,
-    ) as server:
-        # The accounts' quota clock is the simulated one (fixed unless advanced).
-        monkeypatch.setattr(account, "utc_now", server.clock.now)
-        yield server
 
 
 def entry_data(sim: SimulatorServer, provider: str) -> dict[str, Any]:

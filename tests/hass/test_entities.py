@@ -13,7 +13,7 @@ from homeassistant.helpers import entity_registry as er
 from syrupy.assertion import SnapshotAssertion
 
 from bridge.simulator.server import SimulatorServer
-from fleet_sim import setup_account, sim  # noqa: F401
+from fleet_sim import setup_account
 
 RANDOM = frozenset({"access_token", "entity_picture"})
 PROVIDERS = ["samsara", "fleetize", "telemax", "metrotec", "tracksafe365"]

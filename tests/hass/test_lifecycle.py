@@ -15,11 +15,10 @@ from bridge.simulator.server import SimulatorServer
 from custom_components.fleet_telematics import async_remove_config_entry_device
 from custom_components.fleet_telematics.const import DOMAIN
 from custom_components.fleet_telematics.diagnostics import async_get_config_entry_diagnostics
-from fleet_sim import (  # noqa: F401
+from fleet_sim import (
     coordinator_of,
     entity_id_of,
     setup_account,
-    sim,
     vehicle_device_id,
     wait_state,
 )

@@ -12,12 +12,11 @@ from homeassistant.helpers import device_registry as dr
 from bridge.simulator.server import SimulatorServer
 from bridge.simulator.tracksafe365_json import dashcam_online
 from custom_components.fleet_telematics.const import DOMAIN
-from fleet_sim import (  # noqa: F401
+from fleet_sim import (
     advancing_sleep,
     coordinator_of,
     entity_id_of,
     setup_account,
-    sim,
     vehicle_device_id,
     wait_state,
 )

@@ -10,8 +10,7 @@ from homeassistant.helpers import entity_registry as er
 
 from bridge.simulator.server import SimulatorServer
 from custom_components.fleet_telematics.const import DOMAIN
-
-from fleet_sim import setup_account, sim  # noqa: F401
+from fleet_sim import setup_account
 
 PROVIDERS = ["samsara", "fleetize", "telemax", "metrotec", "tracksafe365"]
 
