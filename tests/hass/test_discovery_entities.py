@@ -8,19 +8,6 @@ import logging
 from typing import Any
 
 import pytest
-from fleet_ha import (
-    ACCOUNT,
-    ALL_CAPABILITIES,
-    SAMSARA_CAPABILITIES,
-    SEEN,
-    TOPICS,
-    discovery_messages,
-    make_vehicle,
-    publish,
-    publish_discovery,
-    publish_state,
-    publish_vehicle_availability,
-)
 from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
@@ -44,6 +31,19 @@ from bridge.mqtt.discovery import (
     vehicle_discovery_topics,
 )
 from bridge.mqtt.topics import OFFLINE, ONLINE
+from fleet_ha import (
+    ACCOUNT,
+    ALL_CAPABILITIES,
+    SAMSARA_CAPABILITIES,
+    SEEN,
+    TOPICS,
+    discovery_messages,
+    make_vehicle,
+    publish,
+    publish_discovery,
+    publish_state,
+    publish_vehicle_availability,
+)
 
 VEHICLE = make_vehicle()
 NODE = device_identifier(ACCOUNT, VEHICLE.vehicle_id)

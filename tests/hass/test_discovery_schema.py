@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import voluptuous as vol
-from fleet_ha import CAPABILITY_SETS, REPO_ROOT, TOPICS, discovery_messages, make_vehicle
 from homeassistant.components.mqtt.abbreviations import (
     ABBREVIATIONS,
     DEVICE_ABBREVIATIONS,
@@ -31,6 +30,7 @@ from homeassistant.components.mqtt.discovery import (
 
 from bridge.mqtt.discovery import DiscoveryMessage, account_discovery
 from bridge.mqtt.topics import Topics
+from fleet_ha import CAPABILITY_SETS, REPO_ROOT, TOPICS, discovery_messages, make_vehicle
 
 # Keys newer Home Assistant versions read that 2024.3 does not know and drops:
 # MQTT sensors take `options` (for enum sensors) since 2024.9.
