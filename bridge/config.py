@@ -830,7 +830,9 @@ def _format_loc(loc: Loc) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else part
+            # A name that would break the one-line message is quoted.
+            name = part if part.strip() and part.isprintable() else repr(part)
+            text += f".{name}" if text else name
     return text or "(top level)"
 
 
@@ -851,8 +853,13 @@ def _kind(value: object) -> str:
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, _Problems]:
     """The parsed document, and problems that know every option's line (1-based)."""
-    loader = yaml.SafeLoader(text)
     problems = _Problems({})
+    try:
+        # The reader refuses control characters already here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as err:
+        reason = str(getattr(err, "reason", "")) or "unreadable text"
+        raise ConfigError([f"{source}: invalid YAML: {reason}"]) from None
     try:
         node = loader.get_single_node()
         if node is None:

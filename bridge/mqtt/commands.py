@@ -133,17 +133,22 @@ def parse_command(name: str, body: dict[str, Any], transaction: str | None) -> C
     return Command(name, transaction, payload)  # type: ignore[arg-type]
 
 
+def _field_name(name: str) -> str:
+    """A field name as it can be read in an error (an empty one is quoted)."""
+    return name if name.strip() and name.isprintable() else repr(name)
+
+
 def parse_set(account: str, vehicle: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A `.../set` payload as (command, request body)."""
     if "lights" in body:
         extra = set(body) - {"lights"}
         if extra:
-            raise RequestError(sorted(extra)[0], "unknown field")
+            raise RequestError(_field_name(sorted(extra)[0]), "unknown field")
         return "lights", {"account": account, "vehicle": vehicle, "state": body["lights"]}
     if "snapshot" in body:
         extra = set(body) - {"snapshot"}
         if extra:
-            raise RequestError(sorted(extra)[0], "unknown field")
+            raise RequestError(_field_name(sorted(extra)[0]), "unknown field")
         options = body["snapshot"]
         if options is True or options is None:
             options = {}

@@ -53,7 +53,9 @@ async def outage(
                 qos=1,
             )
         async with asyncio.timeout(10):
-            while not sim.faults.requests("metrotec", "/objects/events/"):
+            while not sim.faults.requests(  # noqa: ASYNC110 (no event for it)
+                "metrotec", "/objects/events/"
+            ):
                 await asyncio.sleep(0.01)
         # Reconnects slower than the recorder below, so that it hears everything.
         bridge.link._backoff = backoff or Backoff(initial=0.5, maximum=0.5, current=0.5)

@@ -10,7 +10,10 @@ import pytest
 
 from bridge.cli import inline_secrets, readable_config_problem
 
-INLINE = "mqtt: {password: hunter2-hunter2}\naccounts:\n  - {id: a, provider: samsara, token: tok-123456}\n"
+INLINE = (
+    "mqtt: {password: hunter2-hunter2}\n"
+    "accounts:\n  - {id: a, provider: samsara, token: tok-123456}\n"
+)
 REFERENCES = (
     "mqtt: {password: '${MQTT_PASSWORD}'}\n"
     "accounts:\n  - {id: a, provider: samsara, token: '${file:/run/secrets/samsara}'}\n"
@@ -42,7 +45,8 @@ def test_world_readable_with_inline_secrets_is_refused_with_the_fix(
     assert "mqtt.password, accounts[0].token" in result.stderr
     assert "--allow-readable-config" in result.stderr
     # The message names the options, never their values.
-    assert "hunter2" not in result.stderr and "tok-123456" not in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "tok-123456" not in result.stderr
 
 
 def test_the_opt_out_and_the_fixes_are_accepted(tmp_path: Path) -> None:

@@ -52,7 +52,8 @@ class ForkServer:
         )
 
     def _ask(self, line: str) -> str:
-        assert self.process.stdin is not None and self.process.stdout is not None
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
         return self.process.stdout.readline().strip()
@@ -206,7 +207,7 @@ async def test_fifty_kills_lose_nothing_double_nothing_and_break_no_quota(
                 )
             await recorder.wait_for(
                 # bridge/info follows the subscriptions: commands now reach it.
-                lambda mark=mark: (
+                lambda mark=mark, pid=pid: (
                     any(m.topic == "fleet/bridge/info" for m in recorder.since(mark))
                     or pid in killed
                 ),

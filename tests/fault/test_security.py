@@ -28,7 +28,7 @@ from bridge.config import BridgeConfig
 from bridge.logs import RedactingFilter
 from bridge.simulator.faults import Rule
 from bridge.simulator.server import SimulatorServer
-from tests.fault.conftest import SECRETS, Tally, accounts, fast, poll_all, running
+from tests.fault.conftest import SECRETS, Tally, accounts, poll_all, running
 from tests.support.mqtt import Mosquitto, free_port, record
 from tests.support.tls import Certificates, make_certificates
 
