@@ -124,6 +124,15 @@ def settings_for(data: Mapping[str, Any]) -> Any:
     raise ValueError(f"unknown provider {provider!r}")
 
 
+def names_the_account(data: Mapping[str, Any]) -> bool:
+    """Whether `Provider.validate` names the account itself (Telemax's company, a
+    Metrotec user) rather than a fingerprint of the secret. Only then can new
+    credentials be checked to belong to the same account: a new Samsara,
+    FLEETIZE or TrackSafe365 token has a new fingerprint whoever owns it."""
+    provider = data[CONF_PROVIDER]
+    return provider == "telemax" or (provider == "metrotec" and bool(data.get(CONF_USERNAME)))
+
+
 def budgets_for(data: Mapping[str, Any], options: Mapping[str, Any]) -> tuple[Budget, ...]:
     """The provider's published limits, with the user's polling reserve."""
     provider = data[CONF_PROVIDER]

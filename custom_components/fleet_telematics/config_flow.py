@@ -61,7 +61,15 @@ from bridge.providers.parse import fingerprint
 from bridge.providers.tracksafe365 import TracksafeScopeError
 from bridge.quota import BudgetKind, CallLedger, Quota
 
-from .account import PROVIDERS, SECRET_FIELDS, ProviderSpec, budgets_for, build_client, settings_for
+from .account import (
+    PROVIDERS,
+    SECRET_FIELDS,
+    ProviderSpec,
+    budgets_for,
+    build_client,
+    names_the_account,
+    settings_for,
+)
 from .const import (
     CONF_ADAPTIVE,
     CONF_INTERVAL,
@@ -483,9 +491,11 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
             errors["base"] = error
             placeholders.update(extra)
             return None
-        if uid != account:
+        if uid != account and names_the_account(data) and names_the_account(entry.data):
             # Other credentials would silently turn the entry (its devices,
-            # history and quota ledger) into another account's.
+            # history and quota ledger) into another account's. Where the id is
+            # only the secret's fingerprint, a new token (the usual fix for a
+            # blocked one) cannot be told apart, and the entry keeps its id.
             return self.async_abort(reason="wrong_account")
         ir.async_delete_issue(self.hass, DOMAIN, f"{ISSUE_TOKEN_BLOCKED}_{entry.entry_id}")
         return self.async_update_reload_and_abort(entry, data=data, reason=reason)

@@ -33,7 +33,7 @@ class VehicleTracker(FleetEntity, TrackerEntity):
     _attr_translation_key = "location"
     # Home Assistant files trackers under diagnostics by default; a vehicle's
     # position is what its device is for.
-    _attr_entity_category = None
+    _attr_entity_category = None  # type: ignore[assignment]
 
     def __init__(self, coordinator: FleetCoordinator, vehicle_id: str) -> None:
         super().__init__(coordinator, vehicle_id, "location")

@@ -600,17 +600,35 @@ async def test_reauth_metrotec_password(hass: HomeAssistant, sim: SimulatorServe
     assert entry.data[CONF_USERNAME] == METROTEC_USER
 
 
-async def test_reauth_wrong_account(hass: HomeAssistant, sim: SimulatorServer) -> None:
+async def test_reauth_takes_a_new_token(hass: HomeAssistant, sim: SimulatorServer) -> None:
+    """The usual fix for a revoked or blocked Samsara/FLEETIZE token is a new one;
+    its fingerprint differs, and the entry keeps its id, devices and ledger."""
     entry = entry_of(hass, await add(hass, "samsara", samsara_input(sim)))
-    # Reauth follows a failed setup: the entry does not run.
+    uid = entry.unique_id
     assert await hass.config_entries.async_unload(entry.entry_id)
 
     flow = await reauth(hass, entry)
     result = await configure(hass, flow["flow_id"], {CONF_TOKEN: SAMSARA_OTHER_TOKEN})
 
+    assert result["reason"] == "reauth_successful"
+    assert entry.data[CONF_TOKEN] == SAMSARA_OTHER_TOKEN
+    assert entry.unique_id == uid
+
+
+async def test_reauth_wrong_account(hass: HomeAssistant, sim: SimulatorServer) -> None:
+    """Telemax names the company: a key of another company is refused."""
+    entry = entry_of(
+        hass, await add(hass, "telemax", {CONF_API_KEY: TELEMAX_KEY, CONF_URL: sim.telemax_url})
+    )
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    sim.telemax.company_id = 4242  # the second key now belongs to another company
+
+    flow = await reauth(hass, entry)
+    result = await configure(hass, flow["flow_id"], {CONF_API_KEY: TELEMAX_SECOND_KEY})
+
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "wrong_account"
-    assert entry.data[CONF_TOKEN] == SAMSARA_TOKEN
+    assert entry.data[CONF_API_KEY] == TELEMAX_KEY
 
 
 async def test_reauth_error(hass: HomeAssistant, sim: SimulatorServer) -> None:
@@ -680,14 +698,35 @@ async def test_reconfigure_plan(hass: HomeAssistant, sim: SimulatorServer) -> No
 
 
 async def test_reconfigure_wrong_account(hass: HomeAssistant, sim: SimulatorServer) -> None:
-    entry = entry_of(hass, await add(hass, "samsara", samsara_input(sim)))
+    """Metrotec names the user: another user is another account."""
+    sim.metrotec.users["someone-else"] = "their password"
+    entry = entry_of(
+        hass,
+        await add(
+            hass,
+            "metrotec",
+            {
+                CONF_USERNAME: METROTEC_USER,
+                CONF_PASSWORD: METROTEC_PASSWORD,
+                CONF_URL: sim.metrotec_url,
+            },
+        ),
+    )
 
     form = await reconfigure(hass, entry)
-    result = await configure(hass, form["flow_id"], samsara_input(sim, SAMSARA_OTHER_TOKEN))
+    result = await configure(
+        hass,
+        form["flow_id"],
+        {
+            CONF_USERNAME: "someone-else",
+            CONF_PASSWORD: "their password",
+            CONF_URL: sim.metrotec_url,
+        },
+    )
 
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "wrong_account"
-    assert entry.data[CONF_TOKEN] == SAMSARA_TOKEN
+    assert entry.data[CONF_USERNAME] == METROTEC_USER
 
 
 async def test_reconfigure_errors(hass: HomeAssistant, sim: SimulatorServer) -> None:
@@ -720,11 +759,9 @@ async def test_reconfigure_counts_in_the_running_quota(
     entry.runtime_data = SimpleNamespace(coordinator=SimpleNamespace(quota=quota))  # type: ignore[attr-defined,unused-ignore]
 
     form = await reconfigure(hass, entry)
-    result = await configure(
-        hass, form["flow_id"], {CONF_TOKEN: FLEETIZE_OTHER_TOKEN, CONF_URL: url}
-    )
+    result = await configure(hass, form["flow_id"], {CONF_TOKEN: "mistyped", CONF_URL: url})
 
-    assert result["reason"] == "wrong_account"
+    assert result["errors"] == {"base": "invalid_auth"}
     assert quota.calls_made == 1
     assert quota.check("devicelist") is not None  # the poller waits its minute
     assert len(store.load_calls(uid, EPOCH)) == 1
