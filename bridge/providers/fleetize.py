@@ -263,7 +263,7 @@ class FleetizeProvider:
             self._raise(int(error.group(1)), error.group(2).strip())
         try:
             return loads_lenient(text)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise ProviderDataError(f"FLEETIZE {action}: unreadable answer ({err})") from None
 
     def _raise(self, code: int, text: str) -> None:

@@ -72,6 +72,8 @@ class Response:
             return json.loads(self.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ProviderDataError(f"response is not JSON: {err}") from None
+        except RecursionError:
+            raise ProviderDataError("response is not JSON: nested too deeply") from None
 
     def text(self, limit: int = 200) -> str:
         return self.body[:limit].decode("utf-8", "replace").strip()

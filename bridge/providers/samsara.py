@@ -315,7 +315,8 @@ class SamsaraProvider:
                 params["after"] = after
             body = await self._get(PATH_VEHICLES, params, endpoint=ENDPOINT_VEHICLES)
             for item in _data_list(body):
-                vid = text(item.get("id"))
+                # A record that is not an object costs that vehicle, not the poll.
+                vid = text(item.get("id")) if isinstance(item, dict) else None
                 if vid:
                     listed[vid] = item
             after, has_next = _pagination(body)
