@@ -125,6 +125,8 @@ VEHICLE_SENSORS: tuple[VehicleSensorDescription, ...] = (
     VehicleSensorDescription(
         key="engine_temperature",
         translation_key="engine_temperature",
+        # Of interest to few; enabled from the entity's settings.
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.TEMPERATURE,
         native_unit_of_measurement=UnitOfTemperature.CELSIUS,
         state_class=SensorStateClass.MEASUREMENT,
@@ -135,6 +137,8 @@ VEHICLE_SENSORS: tuple[VehicleSensorDescription, ...] = (
     VehicleSensorDescription(
         key="rpm",
         translation_key="rpm",
+        # Of interest to few; enabled from the entity's settings.
+        entity_registry_enabled_default=False,
         native_unit_of_measurement="rpm",
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
@@ -144,6 +148,8 @@ VEHICLE_SENSORS: tuple[VehicleSensorDescription, ...] = (
     VehicleSensorDescription(
         key="device_battery",
         translation_key="device_battery",
+        # Of interest to few; enabled from the entity's settings.
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.VOLTAGE,
         native_unit_of_measurement=UnitOfElectricPotential.VOLT,
         state_class=SensorStateClass.MEASUREMENT,

@@ -31,6 +31,7 @@ def describe(hass: HomeAssistant, entry_id: str) -> dict[str, Any]:
             "device_class": entity.original_device_class,
             "unit": entity.unit_of_measurement,
             "category": entity.entity_category,
+            "enabled": entity.disabled_by is None,
             "state": state.state if state else None,
             # The image entity's access token is random per run.
             "attributes": {k: v for k, v in state.attributes.items() if k not in RANDOM}
