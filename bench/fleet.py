@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -43,8 +45,6 @@ def machine() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    import os
-
     return f"{os.cpu_count()} cores, {model}, Python {sys.version.split()[0]}"
 
 
@@ -226,13 +226,29 @@ def is_vehicle_state(topic: str, accounts: Iterable[str] = SHARES) -> bool:
     return len(parts) == 3 and parts[0] == "fleet" and parts[1] in accounts and parts[2] != "quota"
 
 
-def start_bridge(config: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, *extra, "-m", "bridge", "run", "--config", str(config)], cwd=ROOT
+def start_bridge(config: Path) -> subprocess.Popen[bytes]:
+    """`fleet-bridge run`; with FLEET_BENCH_PROFILE=<file>, under py-spy (raw
+    folded stacks in <file>, for flamegraph.pl or speedscope)."""
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "run", "--config", str(config)], cwd=ROOT
     )
+    profile = os.environ.get("FLEET_BENCH_PROFILE")
+    if profile:
+        spy = Path(sys.executable).with_name("py-spy")
+        _profilers[bridge.pid] = subprocess.Popen(
+            [str(spy), "record", "-r", "250", "-f", "raw", "-o", profile, "--pid", str(bridge.pid)]
+        )
+    return bridge
+
+
+_profilers: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def stop_bridge(bridge: subprocess.Popen[bytes]) -> None:
+    profiler = _profilers.pop(bridge.pid, None)
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
     bridge.terminate()
     try:
         bridge.wait(30)
@@ -251,8 +267,6 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from bridge.config import MqttConfig
 from bridge.mqtt.topics import OFFLINE, ONLINE
@@ -27,8 +28,35 @@ OnConnect = Callable[[], Awaitable[None]]
 OnMessage = Callable[[str, bytes], Awaitable[None]]
 
 
+#: Messages handed to the client at once by `publish_many` before waiting for the
+#: broker's acknowledgements: enough to keep the pipe full, few enough to bound memory.
+WINDOW = 1000
+
+Message = tuple[str, bytes | str, bool]  # topic, payload, retain
+
+
 class MqttUnavailableError(Exception):
     """Raised by `publish` while there is no connection to the broker."""
+
+
+class _Acks:
+    """Counts down the broker's acknowledgements of one window of messages.
+
+    aiomqtt calls `set()` on whatever waits under a message id in its pending
+    publishes; one of these stands in for a whole window."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.done = asyncio.Event()
+        if count <= 0:
+            self.done.set()
+
+    def set(self) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            self.done.set()
 
 
 @dataclass(slots=True)
@@ -86,6 +114,8 @@ class MqttLink:
         self.attempt_failed = asyncio.Event()
         self.last_error: str | None = None
         self._closing = False
+        # Set while there is no connection: ends a `publish_many` waiting for acks.
+        self._lost_event = asyncio.Event()
         # Set once the republish after the latest (re)connection has been sent.
         self.announced = asyncio.Event()
 
@@ -97,6 +127,63 @@ class MqttLink:
             await client.publish(topic, payload, qos=self._config.qos, retain=retain)
         except aiomqtt.MqttError as err:
             raise MqttUnavailableError(str(err)) from err
+
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        """Send many messages, waiting for the broker once per window of them.
+
+        aiomqtt's `publish` costs an Event, a `wait_for` and two scans of its
+        pending calls per message; here paho takes a window of messages at once
+        and one counter waits for all their acknowledgements (10,000 retained
+        state messages: 1.44 s through `publish` in batches of 500, 0.37 s here)."""
+        for start in range(0, len(messages), WINDOW):
+            client = self._client
+            if client is None or not self.connected.is_set():
+                raise MqttUnavailableError("not connected to the MQTT broker")
+            window = messages[start : start + WINDOW]
+            qos = self._config.qos
+            acks = _Acks(len(window) if qos else 0)
+            # aiomqtt keeps paho's client and the waiters for its acknowledgements
+            # here; only this module knows.
+            paho = client._client
+            pending = client._pending_publishes
+            mids: list[int] = []
+            for topic, payload, retain in window:
+                info = paho.publish(topic, payload, qos, retain)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._forget(pending, mids)
+                    raise MqttUnavailableError(mqtt.error_string(info.rc))
+                if qos:
+                    mids.append(info.mid)
+                    pending[info.mid] = acks  # type: ignore[assignment]
+            try:
+                async with asyncio.timeout(self._ack_timeout(len(window))):
+                    await self._until_lost(acks.done.wait())
+            except TimeoutError:
+                raise MqttUnavailableError("the broker did not acknowledge in time") from None
+            finally:
+                self._forget(pending, mids)
+
+    @staticmethod
+    def _forget(pending: dict[int, asyncio.Event], mids: list[int]) -> None:
+        for mid in mids:
+            pending.pop(mid, None)
+
+    @staticmethod
+    def _ack_timeout(count: int) -> float:
+        # aiomqtt's own per-message timeout, plus time for the window itself.
+        return 10.0 + count / 1000
+
+    async def _until_lost(self, waiting: Awaitable[object]) -> None:
+        """Wait for `waiting`, or raise as soon as the connection is lost."""
+        done = asyncio.ensure_future(waiting)
+        lost = asyncio.ensure_future(self._lost_event.wait())
+        try:
+            await asyncio.wait([done, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            done.cancel()
+        if not done.done() or done.cancelled():
+            raise MqttUnavailableError("the connection to the MQTT broker was lost")
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until cancelled or closed."""
@@ -122,6 +209,7 @@ class MqttLink:
 
     def _lost(self) -> None:
         self.connected.clear()
+        self._lost_event.set()
         self._client = None
 
     def _make_client(self) -> aiomqtt.Client:
@@ -137,7 +225,10 @@ class MqttLink:
             tls_context=tls_context(cfg),
             tls_insecure=cfg.tls.insecure if cfg.tls else None,
             timeout=10,
-            max_inflight_messages=100,
+            # No limit in paho: its limit costs a scan of every message in flight
+            # per acknowledgement (O(n) each). The callers bound what is in flight
+            # (`publish_many` a window, the rest a few messages each).
+            max_inflight_messages=0,
             # Without it, Nagle's algorithm and delayed ACKs hold small messages
             # (command answers) for ~40 ms each way.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -154,6 +245,7 @@ class MqttLink:
                 return
             self._client = client
             self.announced.clear()
+            self._lost_event.clear()
             self.connected.set()
             self.connections += 1
             _LOGGER.info("Connected to MQTT broker %s:%s", self._config.host, self._config.port)

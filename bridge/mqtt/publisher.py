@@ -8,10 +8,9 @@ whole, so nothing is lost while the broker is away.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,15 +23,14 @@ from bridge.mqtt.discovery import (
 )
 from bridge.mqtt.topics import OFFLINE, ONLINE, Topics
 
-_LOGGER = logging.getLogger(__name__)
+Message = tuple[str, bytes | str, bool]  # topic, payload, retain
 
-# Publishes in flight at once: enough to fill the pipe, few enough to bound memory.
-BATCH = 500
+_LOGGER = logging.getLogger(__name__)
 
 
 class MessageSink(Protocol):
-    async def publish(self, topic: str, payload: bytes | str, *, retain: bool) -> None:
-        """Send one message; raise `MqttUnavailableError` when not connected."""
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        """Send messages in order; raise `MqttUnavailableError` when not connected."""
 
 
 def encode(data: object) -> bytes:
@@ -242,12 +240,7 @@ class Publisher:
         if not messages:
             return
         try:
-            for start in range(0, len(messages), BATCH):
-                batch: list[Awaitable[None]] = [
-                    self._sink.publish(topic, payload, retain=retain)
-                    for topic, payload, retain in messages[start : start + BATCH]
-                ]
-                await asyncio.gather(*batch)
+            await self._sink.publish_many(messages)
         except self._unavailable as err:
             # Nothing is lost: the picture is kept and sent whole on reconnect.
             _LOGGER.debug(
