@@ -168,3 +168,71 @@ async def test_diagnostics_hide_secrets_identities_and_places(
             secrets += [repr(state.position.latitude), repr(state.position.longitude)]
     for secret in filter(None, secrets):
         assert str(secret) not in text, secret
+
+
+async def test_a_failing_provider_makes_entities_unavailable_until_it_recovers(
+    hass: HomeAssistant, sim: SimulatorServer
+) -> None:
+    entry = await setup_account(hass, sim, "samsara")
+    coordinator = coordinator_of(entry)
+    coordinator.provider.retry.attempts = 1  # one try per poll: the test sees each
+    vehicle = sorted(coordinator.data)[0]
+    speed = entity_id_of(hass, "sensor", f"{entry.unique_id}_{vehicle}_speed")
+    sim.samsara.fail_next(1, status=500)
+    sim.clock.advance(5)
+
+    await coordinator.async_refresh()
+    await hass.async_block_till_done()
+
+    assert hass.states.get(speed).state == "unavailable"
+    assert coordinator.status.failures == 1
+    assert "500" in (coordinator.status.last_error or "")
+    # The retry waits longer than a normal poll (backoff), then all is back.
+    assert coordinator.update_interval.total_seconds() >= coordinator.cadence.interval
+    sim.clock.advance(5)
+    await coordinator.async_refresh()
+    await hass.async_block_till_done()
+    assert hass.states.get(speed).state != "unavailable"
+    assert coordinator.status.failures == 0
+
+
+async def test_a_429_waits_as_long_as_the_provider_asks(
+    hass: HomeAssistant, sim: SimulatorServer
+) -> None:
+    entry = await setup_account(hass, sim, "samsara")
+    coordinator = coordinator_of(entry)
+    coordinator.provider.retry.attempts = 1
+    sim.samsara.fail_next(1, status=429, retry_after=120)
+    sim.clock.advance(5)
+
+    await coordinator.async_refresh()
+
+    assert not coordinator.last_update_success
+    assert coordinator.update_interval.total_seconds() >= 120
+
+
+async def test_changing_options_reloads_with_the_new_reserve(
+    hass: HomeAssistant, sim: SimulatorServer
+) -> None:
+    entry = await setup_account(hass, sim, "fleetize")
+    before = coordinator_of(entry).quota.calls_left_today()
+
+    hass.config_entries.async_update_entry(entry, options={"reserve": 0.5, "adaptive": False})
+    await hass.async_block_till_done()
+
+    coordinator = coordinator_of(entry)
+    assert coordinator.cadence.adaptive is False
+    assert coordinator.quota.calls_left_today() < before
+
+
+async def test_deleting_the_account_forgets_its_ledger(
+    hass: HomeAssistant, sim: SimulatorServer, hass_storage: dict[str, object]
+) -> None:
+    entry = await setup_account(hass, sim, "fleetize")
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    assert f"{DOMAIN}.{entry.unique_id}" in hass_storage
+
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert f"{DOMAIN}.{entry.unique_id}" not in hass_storage

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from homeassistant.helpers import device_registry as dr
 from bridge.simulator.server import SimulatorServer
 from bridge.simulator.tracksafe365_json import dashcam_online
 from custom_components.fleet_telematics.const import DOMAIN
+from custom_components.fleet_telematics.coordinator import runtime
 from fleet_sim import (
     advancing_sleep,
     coordinator_of,
@@ -270,3 +272,47 @@ async def test_refresh_of_unknown_account_is_refused(
     with pytest.raises(ServiceValidationError) as caught:
         await call(hass, "refresh", config_entry_id="nope")
     assert caught.value.translation_key == "unknown_account"
+
+
+async def test_a_command_the_quota_forbids_is_not_sent(
+    hass: HomeAssistant, sim: SimulatorServer
+) -> None:
+    entry = await setup_account(hass, sim, "metrotec")
+    coordinator = coordinator_of(entry)
+    vehicle = sorted(coordinator.data)[0]
+    coordinator.quota.hold(60, "the provider asked to wait")
+
+    with pytest.raises(HomeAssistantError) as caught:
+        await call(hass, "set_lights", device_id=vehicle_device_id(hass, entry, vehicle), on=True)
+
+    assert caught.value.translation_key == "quota_exhausted"
+    assert "hold" in caught.value.translation_placeholders["budget"]
+    assert sim.metrotec.lights_on(vehicle) is False
+
+
+async def test_a_failed_snapshot_leaves_the_image_alone(
+    hass: HomeAssistant, sim: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    online = dashcams_online(sim)
+    entry = await setup_account(hass, sim, "tracksafe365")
+    coordinator = coordinator_of(entry)
+    coordinator.sleep = advancing_sleep(sim)
+    sim.tracksafe365.fail_snapshots = True
+    vehicle = online[0]
+
+    await call(hass, "request_snapshot", device_id=vehicle_device_id(hass, entry, vehicle))
+    async with asyncio.timeout(10):  # the follow-up runs in the background
+        await asyncio.gather(*runtime(entry).tasks)
+
+    assert vehicle not in coordinator.snapshots
+    assert "snapshot failed" in caplog.text
+
+
+async def test_tasks_on_a_provider_without_them_are_refused(
+    hass: HomeAssistant, sim: SimulatorServer
+) -> None:
+    entry = await setup_account(hass, sim, "samsara")
+    device = vehicle_device_id(hass, entry, sorted(coordinator_of(entry).data)[0])
+    with pytest.raises(ServiceValidationError) as caught:
+        await call(hass, "update_task", device_id=device, order_ref="A", status="completed")
+    assert caught.value.translation_key == "not_supported"
