@@ -8,9 +8,10 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 
+from bridge.simulator import fleetize
 from bridge.simulator.server import SimulatorServer
 from custom_components.fleet_telematics.const import DOMAIN
-from fleet_sim import setup_account
+from fleet_sim import coordinator_of, setup_account
 
 PROVIDERS = ["samsara", "fleetize", "telemax", "metrotec", "tracksafe365"]
 
@@ -37,3 +38,35 @@ async def test_every_vehicle_is_a_device_with_a_tracker(
     assert await hass.config_entries.async_unload(entry.entry_id)
     assert entry.state is ConfigEntryState.NOT_LOADED
     assert DOMAIN
+
+
+async def test_first_poll_after_the_flow_keeps_fleetize_spacing(
+    hass: HomeAssistant, sim: SimulatorServer
+) -> None:
+    """The flow's check was FLEETIZE's call of this minute: the account sets up,
+    polls only when the minute is over, and FLEETIZE never sees a violation."""
+    flow = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": "user", "show_advanced_options": True}
+    )
+    flow = await hass.config_entries.flow.async_configure(flow["flow_id"], {"provider": "fleetize"})
+    result = await hass.config_entries.flow.async_configure(
+        flow["flow_id"], {"token": fleetize.DEFAULT_TOKEN, "url": sim.fleetize_url}
+    )
+    await hass.async_block_till_done()
+
+    entry = hass.config_entries.async_get_entry(result["result"].entry_id)
+    assert entry is not None
+    assert entry.state is ConfigEntryState.LOADED
+    stats = sim.fleetize.stats()
+    assert (stats["calls_today"], stats["violations"]) == (1, 0)
+    coordinator = coordinator_of(entry)
+    assert coordinator.status.next_poll is not None
+    assert (coordinator.status.next_poll - sim.clock.now()).total_seconds() >= 59
+
+    sim.clock.advance(61)
+    await coordinator.async_refresh()
+    await hass.async_block_till_done()
+
+    assert len(coordinator.data) == 3  # the vehicles, a minute after setup
+    stats = sim.fleetize.stats()
+    assert (stats["calls_today"], stats["violations"]) == (2, 0)
