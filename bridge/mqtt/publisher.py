@@ -8,11 +8,12 @@ whole, so nothing is lost while the broker is away.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import orjson
 
 from bridge.model import Alert, AlertType, Capability, VehicleState
 from bridge.mqtt.discovery import (
@@ -34,7 +35,9 @@ class MessageSink(Protocol):
 
 
 def encode(data: object) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON (orjson: the same JSON as the standard library's
+    `json.dumps(separators=(",", ":"), ensure_ascii=False)`, several times faster)."""
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass(slots=True)
@@ -114,8 +117,12 @@ class Publisher:
         sends: list[tuple[str, bytes | str, bool]] = []
         changed = 0
         for state in states:
-            payload = encode(state.to_json())
             vid = state.vehicle_id
+            # Providers that list the whole fleet on every poll send mostly
+            # vehicles that did not change: an equal state needs no encoding.
+            if acct.states.get(vid) == state and vid in acct.vehicles:
+                continue
+            payload = encode(state.to_json())
             known = acct.vehicles.get(vid)
             acct.states[vid] = state
             if known is not None and known.payload == payload:
