@@ -131,7 +131,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         return commands.result_data(result)
 
     async def update_task(call: ServiceCall) -> ServiceResponse:
-        coordinator, vehicle = _vehicle(hass, call.data[ATTR_DEVICE_ID])
+        coordinator, _ = _vehicle(hass, call.data[ATTR_DEVICE_ID])
         changes = {
             k: call.data[k] for k in ("start_time", "stop_time", "description") if k in call.data
         }
@@ -144,7 +144,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         change = TaskChange(
             order_ref=call.data["order_ref"],
             status=TaskStatus(status) if status else None,
-            vehicle_id=vehicle,
+            # The device names the account; the task stays on its vehicle.
             **changes,
         )
         result = await commands.update_task(coordinator, change)
