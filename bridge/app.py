@@ -82,6 +82,8 @@ class Bridge:
             state_topic=self.topics.bridge_state,
             subscriptions=[
                 self.topics.ha_status,
+                # Our own retained marker: which discovery form the broker holds.
+                self.topics.bridge_discovery,
                 self.topics.bridge_request("#"),
                 self.topics.set_wildcard,
             ],
@@ -92,6 +94,8 @@ class Bridge:
             self.link,
             self.topics,
             discovery=config.mqtt.discovery,
+            discovery_mode=config.mqtt.discovery_mode,
+            discovery_rate=config.mqtt.discovery_rate,
             unavailable=MqttUnavailableError,
         )
         self._info_sent: dict[str, Any] | None = None
@@ -253,6 +257,9 @@ class Bridge:
             if payload.strip().lower() == ONLINE.encode():
                 _LOGGER.info("Home Assistant is online: republishing discovery")
                 await self.publisher.republish_discovery()
+            return
+        if topic == self.topics.bridge_discovery:
+            await self.publisher.discovery_marker(payload)
             return
         # Answered in the background: a refresh waits for a whole poll, a command
         # for its provider, and the message loop must keep serving meanwhile.

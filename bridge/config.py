@@ -155,6 +155,11 @@ class MqttConfig(_Model):
     tls: TlsConfig | None = None
     base_topic: str = "fleet"
     discovery: bool = True
+    # entity: one retained config per entity (any Home Assistant version);
+    # device: one per vehicle, entities under `cmps` (Home Assistant 2024.11+).
+    discovery_mode: Literal["entity", "device"] = "entity"
+    # Discovery messages a second at most, after a burst of one second's worth.
+    discovery_rate: Annotated[float, Field(gt=0, le=100_000)] = 300.0
     discovery_prefix: str = "homeassistant"
     qos: Literal[0, 1] = 1
 

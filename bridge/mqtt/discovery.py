@@ -424,6 +424,23 @@ def vehicle_discovery(
 ) -> Iterator[DiscoveryMessage]:
     """The discovery messages of one vehicle's device, one per entity."""
     node = device_identifier(account, vehicle.vehicle_id)
+    for description, payload in _vehicle_entities(
+        topics, account, provider, capabilities, vehicle, alert_types
+    ):
+        yield DiscoveryMessage(
+            topics.discovery(description.component, node, description.key), payload
+        )
+
+
+def _vehicle_entities(
+    topics: Topics,
+    account: str,
+    provider: str,
+    capabilities: frozenset[Capability],
+    vehicle: VehicleState,
+    alert_types: frozenset[AlertType],
+) -> Iterator[tuple[EntityDescription, dict[str, Any]]]:
+    node = device_identifier(account, vehicle.vehicle_id)
     state_topic = topics.vehicle_state(account, vehicle.vehicle_id)
     device: dict[str, Any] = {
         "identifiers": [node],
@@ -462,9 +479,7 @@ def vehicle_discovery(
             # Only what this provider can send: a Home Assistant automation
             # offers these in its trigger editor.
             payload["event_types"] = sorted(t.value for t in alert_types) or ["other"]
-        yield DiscoveryMessage(
-            topics.discovery(description.component, node, description.key), payload
-        )
+        yield description, payload
 
 
 def vehicle_discovery_topics(
@@ -473,6 +488,53 @@ def vehicle_discovery_topics(
     """The config topics to clear (empty retained payload) when a vehicle is gone."""
     node = device_identifier(account, vehicle_id)
     return [topics.discovery(d.component, node, d.key) for d in descriptions_for(capabilities)]
+
+
+def vehicle_device_discovery(
+    topics: Topics,
+    account: str,
+    provider: str,
+    capabilities: frozenset[Capability],
+    vehicle: VehicleState,
+    alert_types: frozenset[AlertType] = frozenset(),
+) -> DiscoveryMessage:
+    """The vehicle's whole device in one message (Home Assistant 2024.11 and later).
+
+    `<prefix>/device/<node>/config` carries the device (`dev`), the origin (`o`)
+    and the availability once, and each entity under `cmps`, keyed by the same
+    key as its own topic in the per-entity form, with its platform in `p` and
+    the same `unique_id`: switching forms keeps every entity."""
+    node = device_identifier(account, vehicle.vehicle_id)
+    shared = [
+        {"topic": topics.bridge_state},
+        {"topic": topics.vehicle_availability(account, vehicle.vehicle_id)},
+    ]
+    device: dict[str, Any] = {}
+    components: dict[str, dict[str, Any]] = {}
+    for description, payload in _vehicle_entities(
+        topics, account, provider, capabilities, vehicle, alert_types
+    ):
+        device = payload.pop("device")
+        del payload["origin"]
+        if payload["availability"] == shared:
+            # Only entities that stay available without the vehicle say otherwise.
+            del payload["availability"], payload["availability_mode"]
+        components[description.key] = {"p": description.component, **payload}
+    return DiscoveryMessage(
+        topics.device_discovery(node),
+        {
+            "dev": device,
+            "o": ORIGIN,
+            "availability": shared,
+            "availability_mode": "all",
+            "cmps": components,
+        },
+    )
+
+
+def vehicle_discovery_topic(topics: Topics, account: str, vehicle_id: str) -> str:
+    """The one config topic of a vehicle in the device-based form."""
+    return topics.device_discovery(device_identifier(account, vehicle_id))
 
 
 def account_device_identifier(account: str) -> str:
@@ -527,3 +589,33 @@ def account_discovery(
             "value_template": _nullable("next_poll"),
         },
     )
+
+
+def account_device_discovery(
+    topics: Topics, account: str, provider: str, name: str | None, *, has_daily_budget: bool
+) -> DiscoveryMessage:
+    """The account's device in one message (see `vehicle_device_discovery`)."""
+    components: dict[str, dict[str, Any]] = {}
+    device: dict[str, Any] = {}
+    for message in account_discovery(
+        topics, account, provider, name, has_daily_budget=has_daily_budget
+    ):
+        payload = dict(message.payload)
+        device = payload.pop("device")
+        del payload["origin"]
+        key = message.topic.rsplit("/", 2)[-2]
+        components[key] = {"p": "sensor", **payload}
+    return DiscoveryMessage(
+        topics.device_discovery(account_device_identifier(account)),
+        {"dev": device, "o": ORIGIN, "cmps": components},
+    )
+
+
+def account_discovery_topics(topics: Topics, account: str) -> list[str]:
+    """Every config topic the account's device may have, in both forms."""
+    node = account_device_identifier(account)
+    return [
+        topics.discovery("sensor", node, "calls_left_today"),
+        topics.discovery("sensor", node, "next_poll"),
+        topics.device_discovery(node),
+    ]

@@ -4,27 +4,42 @@ The publisher keeps the desired retained picture (each vehicle's state JSON, its
 availability, its discovery) and sends a message only where the picture changed.
 When there is no broker, the picture still updates; a (re)connection sends it
 whole, so nothing is lost while the broker is away.
+
+Discovery is paced. Home Assistant restarts, reconnections and a first start
+with thousands of vehicles would otherwise put every config on the broker at once
+(13 per vehicle in the per-entity form). Discovery goes out at `discovery_rate`
+messages a second at most, after a burst of one second's worth that covers a
+small fleet at once. What is due beyond that waits in a queue, one entry per
+device, drained in the background: states and availability never wait behind it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import orjson
 
 from bridge.model import Alert, AlertType, Capability, VehicleState
 from bridge.mqtt.discovery import (
-    DiscoveryMessage,
+    account_device_discovery,
     account_discovery,
+    vehicle_device_discovery,
     vehicle_discovery,
+    vehicle_discovery_topic,
     vehicle_discovery_topics,
 )
 from bridge.mqtt.topics import OFFLINE, ONLINE, Topics
 
 Message = tuple[str, bytes | str, bool]  # topic, payload, retain
+DiscoveryMode = Literal["entity", "device"]
+#: Discovery messages a second by default: Home Assistant keeps up, and 10,000
+#: vehicles in the device-based form take about half a minute.
+DISCOVERY_RATE = 300.0
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +53,39 @@ def encode(data: object) -> bytes:
     """Compact UTF-8 JSON (orjson: the same JSON as the standard library's
     `json.dumps(separators=(",", ":"), ensure_ascii=False)`, several times faster)."""
     return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+
+
+class Pacer:
+    """A token bucket: `rate` messages a second, bursts of up to one second's worth."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = rate
+        self._tokens = rate
+        self._clock = clock
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def try_take(self, count: int) -> bool:
+        self._refill()
+        if self._tokens < min(count, self.capacity):
+            return False
+        # A device larger than a whole burst may overdraw: the next ones wait longer.
+        self._tokens -= count
+        return True
+
+    def wait_time(self, count: int) -> float:
+        self._refill()
+        return max(0.0, (min(count, self.capacity) - self._tokens) / self.rate)
+
+
+# A discovery queue entry: (account, vehicle id), or (account, None) for the
+# account's own device.
+_DeviceKey = tuple[str, str | None]
 
 
 @dataclass(slots=True)
@@ -73,13 +121,26 @@ class Publisher:
         topics: Topics,
         *,
         discovery: bool = True,
+        discovery_mode: DiscoveryMode = "entity",
+        discovery_rate: float = DISCOVERY_RATE,
         unavailable: type[Exception] = Exception,
     ) -> None:
         self._sink = sink
         self._topics = topics
         self._discovery = discovery
+        self._mode: DiscoveryMode = discovery_mode
         self._unavailable = unavailable
         self._accounts: dict[str, _Account] = {}
+        self._pacer = Pacer(discovery_rate)
+        # Devices whose discovery is due, in order (a dict as an ordered set),
+        # and those whose discovery in the other form must be cleared first.
+        self._due: dict[_DeviceKey, None] = {}
+        self._clear_other: set[_DeviceKey] = set()
+        self._drainer: asyncio.Task[None] | None = None
+        self._discovery_idle = asyncio.Event()
+        self._discovery_idle.set()
+        # The form the broker holds, as its retained marker says (None: unknown).
+        self._marked: str | None = None
 
     # --- accounts ------------------------------------------------------------
     def register_account(
@@ -114,7 +175,7 @@ class Publisher:
 
         Returns the number of vehicles that changed."""
         acct = self._accounts[account]
-        sends: list[tuple[str, bytes | str, bool]] = []
+        sends: list[Message] = []
         changed = 0
         for state in states:
             vid = state.vehicle_id
@@ -136,7 +197,7 @@ class Publisher:
                 known.discovered = False
             known.payload, known.device_key = payload, device_key
             if self._discovery and not known.discovered:
-                sends.extend(self._discovery_messages(account, acct, state))
+                sends.extend(self._discovery_due([(account, vid)]))
                 known.discovered = True
             sends.append((self._topics.vehicle_state(account, vid), payload, True))
         await self._send(sends)
@@ -145,17 +206,16 @@ class Publisher:
     async def vehicles_removed(self, account: str, vehicle_ids: Iterable[str]) -> None:
         """Clear everything retained of vehicles the provider no longer lists."""
         acct = self._accounts[account]
-        sends: list[tuple[str, bytes | str, bool]] = []
+        sends: list[Message] = []
         for vid in vehicle_ids:
             acct.states.pop(vid, None)
             if acct.vehicles.pop(vid, None) is None:
                 continue
             if self._discovery:
+                self._due.pop((account, vid), None)
+                self._clear_other.discard((account, vid))
                 sends.extend(
-                    (topic, b"", True)
-                    for topic in vehicle_discovery_topics(
-                        self._topics, account, acct.capabilities, vid
-                    )
+                    (topic, b"", True) for topic in self._vehicle_config_topics(account, acct, vid)
                 )
             sends.append((self._topics.vehicle_state(account, vid), b"", True))
             sends.append((self._topics.vehicle_availability(account, vid), b"", True))
@@ -189,42 +249,196 @@ class Publisher:
 
     # --- whole picture -------------------------------------------------------
     async def connected(self) -> None:
-        """A (re)connection: the broker may have lost everything, send it all."""
-        sends: list[tuple[str, bytes | str, bool]] = []
+        """A (re)connection: the broker may have lost everything, send it all.
+
+        States and availability go at once; discovery at its pace."""
+        # Whatever the broker still holds, its retained marker will say.
+        self._marked = None
+        sends: list[Message] = []
         for account, acct in self._accounts.items():
             if self._discovery:
-                sends.extend(self._account_messages(account, acct))
+                sends.extend(self._discovery_due([(account, None)]))
             for vid, vehicle in acct.vehicles.items():
                 if self._discovery:
-                    sends.extend(self._discovery_messages(account, acct, acct.states[vid]))
+                    sends.extend(self._discovery_due([(account, vid)]))
                     vehicle.discovered = True
                 sends.append(self._availability_message(account, vid, acct.available))
                 sends.append((self._topics.vehicle_state(account, vid), vehicle.payload, True))
+        self._start_drainer()
         await self._send(sends)
 
     async def republish_discovery(self) -> None:
         """Home Assistant restarted (`online` on its status topic)."""
         if not self._discovery:
             return
-        sends: list[tuple[str, bytes | str, bool]] = []
+        keys: list[_DeviceKey] = []
         for account, acct in self._accounts.items():
-            sends.extend(self._account_messages(account, acct))
-            for vid in acct.vehicles:
-                sends.extend(self._discovery_messages(account, acct, acct.states[vid]))
-        await self._send(sends)
+            keys.append((account, None))
+            keys.extend((account, vid) for vid in acct.vehicles)
+        await self._send(self._discovery_due(keys))
+
+    async def discovery_marker(self, payload: bytes) -> None:
+        """The retained marker of the form on the broker (ours, or an earlier run's).
+
+        A marker of the other form means the broker holds configs that would
+        duplicate every entity in Home Assistant: each device's configs of that
+        form are cleared, then its configs in ours are sent again, so that the
+        entities (same unique ids) come back after the removal."""
+        try:
+            marked = orjson.loads(payload).get("mode") if payload else None
+        except (orjson.JSONDecodeError, AttributeError):
+            marked = None
+        self._marked = marked if isinstance(marked, str) else None
+        if not self._discovery or self._marked in (None, self._mode):
+            return
+        _LOGGER.info(
+            "Discovery on the broker is in the %s form: clearing it for the %s form",
+            self._marked,
+            self._mode,
+        )
+        keys: list[_DeviceKey] = []
+        for account, acct in self._accounts.items():
+            keys.append((account, None))
+            keys.extend((account, vid) for vid in acct.vehicles)
+        self._clear_other.update(keys)
+        for key in keys:
+            # To the back of the queue: sent again after the clearing.
+            self._due.pop(key, None)
+            self._due[key] = None
+        self._start_drainer()
+
+    async def discovery_settled(self, timeout: float = 60.0) -> None:
+        """Wait until no discovery is due (tests and benchmarks)."""
+        async with asyncio.timeout(timeout):
+            await self._discovery_idle.wait()
+
+    # --- discovery pacing --------------------------------------------------
+    def _discovery_due(self, keys: Iterable[_DeviceKey]) -> list[Message]:
+        """Discovery of these devices is due: the messages that may go now (in
+        the caller's batch); the rest is queued for the background drainer."""
+        now: list[Message] = []
+        for key in keys:
+            if key in self._due:
+                continue  # already queued: it will be built from the latest state
+            if not self._due:
+                messages = self._device_messages(key)
+                if self._pacer.try_take(len(messages)):
+                    self._clear_other.discard(key)
+                    now.extend(messages)
+                    continue
+            self._due[key] = None
+        self._start_drainer()
+        return now
+
+    def _start_drainer(self) -> None:
+        if self._drainer is not None or not self._discovery:
+            return
+        if not self._due and self._marked == self._mode:
+            return
+        self._discovery_idle.clear()
+        self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Send what is due at the pace, then the marker of our form."""
+        try:
+            while self._due or self._marked != self._mode:
+                if self._due:
+                    await self._sink.publish_many(await self._next_batch())
+                    continue
+                # Everything due went out: the broker holds our form now.
+                self._marked = self._mode
+                marker = encode({"mode": self._mode})
+                await self._sink.publish_many([(self._topics.bridge_discovery, marker, True)])
+        except self._unavailable as err:
+            # The next connection queues everything again.
+            _LOGGER.debug("MQTT unavailable, discovery waits for reconnect: %s", err)
+        finally:
+            self._drainer = None
+            if not self._due:
+                self._discovery_idle.set()
+
+    async def _next_batch(self) -> list[Message]:
+        """As many due devices as the pacer allows now (at least one, waiting
+        for it if need be)."""
+        batch: list[Message] = []
+        while self._due:
+            key = next(iter(self._due))
+            messages = self._device_messages(key)
+            if not self._pacer.try_take(len(messages)):
+                if batch:
+                    break
+                await asyncio.sleep(self._pacer.wait_time(len(messages)))
+                continue
+            del self._due[key]
+            self._clear_other.discard(key)
+            batch.extend(messages)
+        return batch
+
+    def _device_messages(self, key: _DeviceKey) -> list[Message]:
+        """A device's discovery in the configured form, built from its latest
+        state, after the clearing of the other form when that is due."""
+        account, vid = key
+        acct = self._accounts.get(account)
+        if acct is None or (vid is not None and vid not in acct.states):
+            return []  # gone since it was queued
+        messages: list[Message] = []
+        if key in self._clear_other:
+            clear = self._other_form_topics(account, acct, vid)
+            messages += [(topic, b"", True) for topic in clear]
+        if vid is None:
+            messages += self._account_messages(account, acct)
+        elif self._mode == "device":
+            message = vehicle_device_discovery(
+                self._topics,
+                account,
+                acct.provider,
+                acct.capabilities,
+                acct.states[vid],
+                acct.alert_types,
+            )
+            messages.append((message.topic, encode(message.payload), True))
+        else:
+            messages += [
+                (m.topic, encode(m.payload), True)
+                for m in vehicle_discovery(
+                    self._topics,
+                    account,
+                    acct.provider,
+                    acct.capabilities,
+                    acct.states[vid],
+                    acct.alert_types,
+                )
+            ]
+        return messages
+
+    def _vehicle_config_topics(self, account: str, acct: _Account, vid: str) -> list[str]:
+        if self._mode == "device":
+            return [vehicle_discovery_topic(self._topics, account, vid)]
+        return vehicle_discovery_topics(self._topics, account, acct.capabilities, vid)
+
+    def _other_form_topics(self, account: str, acct: _Account, vid: str | None) -> list[str]:
+        if vid is None:
+            # The account's device: its configs in the other form.
+            other = self._account_messages(account, acct, other_form=True)
+            return [topic for topic, _payload, _retain in other]
+        if self._mode == "device":
+            return vehicle_discovery_topics(self._topics, account, acct.capabilities, vid)
+        return [vehicle_discovery_topic(self._topics, account, vid)]
 
     # --- helpers -------------------------------------------------------------
-    def _discovery_messages(
-        self, account: str, acct: _Account, state: VehicleState
-    ) -> list[tuple[str, bytes | str, bool]]:
-        messages: Iterable[DiscoveryMessage] = vehicle_discovery(
-            self._topics, account, acct.provider, acct.capabilities, state, acct.alert_types
-        )
-        return [(m.topic, encode(m.payload), True) for m in messages]
-
     def _account_messages(
-        self, account: str, acct: _Account
-    ) -> list[tuple[str, bytes | str, bool]]:
+        self, account: str, acct: _Account, *, other_form: bool = False
+    ) -> list[Message]:
+        device_form = (self._mode == "device") != other_form
+        if device_form:
+            message = account_device_discovery(
+                self._topics,
+                account,
+                acct.provider,
+                acct.name,
+                has_daily_budget=acct.has_daily_budget,
+            )
+            return [(message.topic, encode(message.payload), True)]
         messages = account_discovery(
             self._topics,
             account,
@@ -234,16 +448,14 @@ class Publisher:
         )
         return [(m.topic, encode(m.payload), True) for m in messages]
 
-    def _availability_message(
-        self, account: str, vid: str, available: bool
-    ) -> tuple[str, bytes | str, bool]:
+    def _availability_message(self, account: str, vid: str, available: bool) -> Message:
         return (
             self._topics.vehicle_availability(account, vid),
             ONLINE if available else OFFLINE,
             True,
         )
 
-    async def _send(self, messages: list[tuple[str, bytes | str, bool]]) -> None:
+    async def _send(self, messages: list[Message]) -> None:
         if not messages:
             return
         try:

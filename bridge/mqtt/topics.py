@@ -85,4 +85,15 @@ class Topics:
 
     # --- Home Assistant discovery
     def discovery(self, component: str, node_id: str, object_id: str) -> str:
+        """One entity's config (per-entity discovery)."""
         return f"{self.discovery_prefix}/{component}/{node_id}/{object_id}/config"
+
+    def device_discovery(self, node_id: str) -> str:
+        """A whole device's config (device-based discovery, Home Assistant 2024.11+)."""
+        return f"{self.discovery_prefix}/device/{node_id}/config"
+
+    @property
+    def bridge_discovery(self) -> str:
+        """Retained: which discovery form the bridge last left on the broker, so
+        that a bridge started in the other form clears it."""
+        return f"{self.base}/bridge/discovery"
