@@ -53,6 +53,9 @@ class Tally:
     commands_accepted: int = 0
     commands_answered: int = 0
     duplicates: int = 0
+    #: Answers sent again, identical, after a kill between the broker taking
+    #: them and the journal saying so (QoS 1's at-least-once; see reliability.md).
+    redelivered: int = 0
     violations: int = 0
     secrets_found: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -76,7 +79,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     t = _TALLY
     terminalreporter.write_line(
         f"fault suite: {t.faults} faults injected, {t.commands_accepted} commands accepted "
-        f"and {t.commands_answered} answered, {t.duplicates} duplicates, "
+        f"and {t.commands_answered} answered, {t.duplicates} duplicates "
+        f"({t.redelivered} identical answers redelivered after a kill), "
         f"{t.violations} quota violations, {t.secrets_found} secrets found"
     )
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(t.by_kind.items()))
