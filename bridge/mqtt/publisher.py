@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -58,11 +58,17 @@ def encode(data: object) -> bytes:
 class Pacer:
     """A token bucket: `rate` messages a second, bursts of up to one second's worth."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.rate = rate
         self.capacity = rate
         self._tokens = rate
         self._clock = clock
+        self._sleep = sleep
         self._at = clock()
 
     def _refill(self) -> None:
@@ -72,15 +78,17 @@ class Pacer:
 
     def try_take(self, count: int) -> bool:
         self._refill()
-        if self._tokens < min(count, self.capacity):
+        # (The tolerance: a wait computed to the exact token must end in success.)
+        if self._tokens + 1e-9 < min(count, self.capacity):
             return False
         # A device larger than a whole burst may overdraw: the next ones wait longer.
         self._tokens -= count
         return True
 
-    def wait_time(self, count: int) -> float:
+    async def wait(self, count: int) -> None:
+        """Until `try_take(count)` can succeed."""
         self._refill()
-        return max(0.0, (min(count, self.capacity) - self._tokens) / self.rate)
+        await self._sleep(max(0.0, (min(count, self.capacity) - self._tokens) / self.rate))
 
 
 # A discovery queue entry: (account, vehicle id), or (account, None) for the
@@ -124,6 +132,7 @@ class Publisher:
         discovery_mode: DiscoveryMode = "entity",
         discovery_rate: float = DISCOVERY_RATE,
         unavailable: type[Exception] = Exception,
+        pacer: Pacer | None = None,
     ) -> None:
         self._sink = sink
         self._topics = topics
@@ -131,7 +140,7 @@ class Publisher:
         self._mode: DiscoveryMode = discovery_mode
         self._unavailable = unavailable
         self._accounts: dict[str, _Account] = {}
-        self._pacer = Pacer(discovery_rate)
+        self._pacer = pacer or Pacer(discovery_rate)
         # Devices whose discovery is due, in order (a dict as an ordered set),
         # and those whose discovery in the other form must be cleared first.
         self._due: dict[_DeviceKey, None] = {}
@@ -367,7 +376,7 @@ class Publisher:
             if not self._pacer.try_take(len(messages)):
                 if batch:
                     break
-                await asyncio.sleep(self._pacer.wait_time(len(messages)))
+                await self._pacer.wait(len(messages))
                 continue
             del self._due[key]
             self._clear_other.discard(key)
