@@ -45,27 +45,35 @@ def unsupported(coordinator: FleetCoordinator, action: str) -> ServiceValidation
     )
 
 
+def quota_error(err: QuotaExhaustedError) -> HomeAssistantError:
+    return HomeAssistantError(
+        str(err),
+        translation_domain=DOMAIN,
+        translation_key="quota_exhausted",
+        translation_placeholders={
+            "budget": err.budget,
+            "until": format_time(err.available_at) or "",
+        },
+    )
+
+
+def provider_error(coordinator: FleetCoordinator, err: Exception) -> HomeAssistantError:
+    return HomeAssistantError(
+        str(err),
+        translation_domain=DOMAIN,
+        translation_key="provider_error",
+        translation_placeholders={"account": coordinator.entry.title, "error": str(err)},
+    )
+
+
 async def call(coordinator: FleetCoordinator, request: Awaitable[CommandResult]) -> CommandResult:
     """Send one command; quota and provider errors become Home Assistant errors."""
     try:
         result = await request
     except QuotaExhaustedError as err:
-        raise HomeAssistantError(
-            str(err),
-            translation_domain=DOMAIN,
-            translation_key="quota_exhausted",
-            translation_placeholders={
-                "budget": err.budget,
-                "until": format_time(err.available_at) or "",
-            },
-        ) from err
+        raise quota_error(err) from err
     except ProviderError as err:
-        raise HomeAssistantError(
-            str(err),
-            translation_domain=DOMAIN,
-            translation_key="provider_error",
-            translation_placeholders={"account": coordinator.entry.title, "error": str(err)},
-        ) from err
+        raise provider_error(coordinator, err) from err
     if result.status is CommandStatus.FAILED:
         raise HomeAssistantError(
             result.error or "the provider refused the command",

@@ -21,7 +21,7 @@ from homeassistant.helpers.update_coordinator import UpdateFailed
 from homeassistant.util import dt as dt_util
 
 from bridge.errors import ProviderError, QuotaExhaustedError
-from bridge.model import Camera, Task, TaskChange, TaskStatus, format_time
+from bridge.model import Camera, Task, TaskChange, TaskStatus
 
 from . import commands
 from .const import (
@@ -168,22 +168,9 @@ def async_setup_services(hass: HomeAssistant) -> None:
             try:
                 vehicles[entry.title] = await coordinator.async_refresh_now()
             except QuotaExhaustedError as err:
-                raise HomeAssistantError(
-                    str(err),
-                    translation_domain=DOMAIN,
-                    translation_key="quota_exhausted",
-                    translation_placeholders={
-                        "budget": err.budget,
-                        "until": format_time(err.available_at) or "",
-                    },
-                ) from err
+                raise commands.quota_error(err) from err
             except (ProviderError, UpdateFailed, HomeAssistantError) as err:
-                raise HomeAssistantError(
-                    str(err),
-                    translation_domain=DOMAIN,
-                    translation_key="provider_error",
-                    translation_placeholders={"account": entry.title, "error": str(err)},
-                ) from err
+                raise commands.provider_error(coordinator, err) from err
         return {"vehicles": vehicles}
 
     for name, handler, schema in (
