@@ -728,7 +728,7 @@ def _duplicate_ids(ids: list[object]) -> list[tuple[Loc, str]]:
             problems.append(
                 (
                     ("accounts", index, "id"),
-                    f"duplicate account id '{account_id}' "
+                    f"duplicate account id {account_id!r} "
                     f"(also used by accounts[{first[account_id]}])",
                 )
             )
