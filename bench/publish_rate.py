@@ -83,6 +83,7 @@ async def main(vehicles: int, poll_interval: float) -> None:
                 f"base_url: '{sim.samsara_url}', poll_interval: {poll_interval}, "
                 "offline_after: 86400}\n"
             )
+            config.chmod(0o600)  # the bridge refuses secrets others can read
             async with aiomqtt.Client(
                 "127.0.0.1", broker.port, max_queued_incoming_messages=0
             ) as sub:
