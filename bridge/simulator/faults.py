@@ -116,6 +116,7 @@ class SimFaults:
     injected: Counter[str] = field(default_factory=Counter)
     #: Called with each pid a kill rule killed.
     on_kill: Callable[[int], None] | None = None
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def add(self, rule: Rule) -> Rule:
         self.rules.append(rule)
@@ -135,6 +136,16 @@ class SimFaults:
             if (provider is None or seen.provider == provider)
             and (path is None or path in seen.path)
         ]
+
+    async def wait_for_request(
+        self, provider: str, path: str | None = None, timeout: float = 10.0
+    ) -> Seen:
+        """The first logged request to `provider` (and `path`), waiting for it."""
+        async with asyncio.timeout(timeout):
+            while not (found := self.requests(provider, path)):
+                self._arrived.clear()
+                await self._arrived.wait()
+        return found[0]
 
     def max_in_window(
         self, provider: str, period: float, path: str | None = None, *, simulated: bool = False
@@ -173,6 +184,7 @@ class SimFaults:
                     rule.kind if rule else None,
                 )
             )
+            self._arrived.set()
             if rule is None:
                 return await handler(request)
             self.injected[rule.kind] += 1

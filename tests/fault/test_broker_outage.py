@@ -52,11 +52,7 @@ async def outage(
                 ).encode(),
                 qos=1,
             )
-        async with asyncio.timeout(10):
-            while not sim.faults.requests(  # noqa: ASYNC110 (no event for it)
-                "metrotec", "/objects/events/"
-            ):
-                await asyncio.sleep(0.01)
+        await sim.faults.wait_for_request("metrotec", "/objects/events/")
         # Reconnects slower than the recorder below, so that it hears everything.
         bridge.link._backoff = backoff or Backoff(initial=0.5, maximum=0.5, current=0.5)
         mosquitto.stop()
