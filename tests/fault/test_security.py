@@ -35,7 +35,8 @@ from tests.support.tls import Certificates, make_certificates
 BRIDGE_USER = "fleet-bridge"
 VIEWER, DRIVER = "dashboard", "dispatcher"
 # The ACL the bridge needs (README, "MQTT access control"): write its own topics
-# and discovery, read the request, set and Home Assistant status topics.
+# and discovery, read the request, set and Home Assistant status topics and its
+# own discovery marker.
 ACL = f"""
 user {BRIDGE_USER}
 topic write fleet/#
@@ -43,6 +44,7 @@ topic write homeassistant/#
 topic read fleet/bridge/request/#
 topic read fleet/+/+/set
 topic read homeassistant/status
+topic read fleet/bridge/discovery
 
 user {VIEWER}
 topic read fleet/#
