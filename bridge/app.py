@@ -251,6 +251,8 @@ class Bridge:
             for topic, data in list(commander.retained.items()):
                 await self.publisher.publish_json(topic, data, retain=True)
         await self._flush_outbox()
+        for poller in self.pollers.values():
+            await poller.flush_alerts()
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.ha_status:
@@ -271,9 +273,9 @@ class Bridge:
             else:
                 self._spawn(self._answer(name, payload))
             return
-        levels = topic.split("/")
-        if topic.endswith("/set") and len(levels) == len(self.topics.base.split("/")) + 3:
-            self._spawn(self.commander.set(levels[-3], levels[-2], payload))
+        target = self.topics.set_target(topic)
+        if target is not None:
+            self._spawn(self.commander.set(*target, payload))
 
     async def _resume_commands(self) -> None:
         # Answers go out on MQTT: wait for the broker before finishing anything.
@@ -283,7 +285,13 @@ class Bridge:
     async def _send_response(
         self, command: str, response: dict[str, Any], key: str | None = None
     ) -> None:
-        item = (self.topics.bridge_response(command), encode(response), key)
+        topic = self.topics.bridge_response(command)
+        if self.topics.consumes(topic):
+            # Never reached (answers live under the reserved `bridge` level):
+            # the guard against the bridge answering its own answers forever.
+            _LOGGER.error("Not answering on %s: the bridge reads that topic", topic)
+            return
+        item = (topic, encode(response), key)
         if not await self._deliver(item):
             self._outbox.append(item)
 
@@ -317,6 +325,13 @@ class Bridge:
                 raise RequestError("command", f"unknown command '{command[:50]}'")
         except RequestError as err:
             response = requests.error(transaction_of(payload), str(err), field=err.field)
+        except StoreError:
+            raise
+        except Exception as err:  # every request is answered, whatever went wrong
+            _LOGGER.error("%s", self._redact(f"request {command[:50]!r} failed: {err!r}"))
+            response = requests.error(
+                transaction_of(payload), f"command: failed: internal error ({type(err).__name__})"
+            )
         await self._send_response(command[:50] or "unknown", response, None)
 
     async def _refresh(self, request: Request) -> dict[str, Any]:

@@ -129,7 +129,16 @@ class Commander:
                 None,
             )
             raise
+        except Exception as err:
+            response, key = self._internal_error(command.transaction, err), None
         await self._respond(name, response, key)
+
+    def _internal_error(self, transaction: str | None, err: Exception) -> dict[str, Any]:
+        """The answer to a command that failed in a way nobody planned for: every
+        command is answered, and the log keeps the traceback (redacted)."""
+        _LOGGER.error("%s", self._redact(f"command failed unexpectedly: {err!r}"), exc_info=err)
+        reason = f"command: failed: internal error ({type(err).__name__})"
+        return requests.error(transaction, reason)
 
     async def resume(self) -> None:
         """After a restart: send answers that never left, finish what was
@@ -139,25 +148,40 @@ class Commander:
             _LOGGER.info("Sending the answer to %s %s again", entry.command, entry.key)
             await self._respond(entry.command, json.loads(entry.response), entry.key)
         for entry in self._store.journal_open():
-            poller = self._pollers.get(entry.account)
-            if poller is None:
-                self._store.journal_update(
-                    entry.key,
-                    "failed",
-                    response=json.dumps(
-                        requests.error(entry.transaction_id, f"account '{entry.account}' is gone")
-                    ),
-                )
-                continue
-            command = parse_command(entry.command, json.loads(entry.body), entry.transaction_id)
-            if entry.status == "accepted":
-                _LOGGER.info("Finishing %s %s accepted before a restart", entry.command, entry.key)
-                response = await self._run(entry.key, command, poller)
+            try:
+                await self._resume_one(entry)
+            except StoreError:
+                raise  # the daemon stops: nothing more can be recorded
+            except Exception as err:
+                # One entry that cannot be finished (a body an older version
+                # accepted, a provider client bug) is answered with an error and
+                # closed: recovery goes on with the others.
+                response = self._internal_error(entry.transaction_id, err)
+                self._store.journal_update(entry.key, "failed", response=json.dumps(response))
                 await self._respond(entry.command, response, entry.key)
-            elif entry.handle is not None:
-                self._spawn(
-                    self._follow(entry.key, command, poller, entry.handle, entry.created_at)
-                )
+
+    async def _resume_one(self, entry: JournalEntry) -> None:
+        poller = self._pollers.get(entry.account)
+        if poller is None:
+            response = requests.error(
+                entry.transaction_id, f"account: '{entry.account}' is no longer configured"
+            )
+            self._store.journal_update(entry.key, "failed", response=json.dumps(response))
+            await self._respond(entry.command, response, entry.key)
+            return
+        try:
+            command = parse_command(entry.command, json.loads(entry.body), entry.transaction_id)
+        except RequestError as err:
+            response = requests.error(entry.transaction_id, str(err), field=err.field)
+            self._store.journal_update(entry.key, "failed", response=json.dumps(response))
+            await self._respond(entry.command, response, entry.key)
+            return
+        if entry.status == "accepted":
+            _LOGGER.info("Finishing %s %s accepted before a restart", entry.command, entry.key)
+            response = await self._run(entry.key, command, poller)
+            await self._respond(entry.command, response, entry.key)
+        elif entry.handle is not None:
+            self._spawn(self._follow(entry.key, command, poller, entry.handle, entry.created_at))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -183,11 +207,23 @@ class Commander:
         order_ref = (
             command.payload.order_ref if isinstance(command.payload, TaskCreatePayload) else None
         )
-        known = self._store.journal_get(key)
-        if known is None and order_ref is not None:
+        body = command.payload.model_dump_json()
+        if command.transaction is not None:
+            known = self._store.journal_by_transaction(command.transaction)
+            if known is not None:
+                if (
+                    known.account != command.account
+                    or known.command != command.name
+                    or (known.body != body)
+                ):
+                    return self._conflict("transaction", command, known), None
+                return await self._repeat(known, command.transaction), None
+        if order_ref is not None:
             known = self._store.journal_by_order(command.account, order_ref)
-        if known is not None:
-            return await self._repeat(known), None
+            if known is not None:
+                if known.body != body:
+                    return self._conflict("order_ref", command, known), None
+                return await self._repeat(known, command.transaction), None
         entry = JournalEntry(
             key=key,
             command=command.name,
@@ -195,7 +231,7 @@ class Commander:
             vehicle=vehicle.vehicle_id if vehicle else None,
             order_ref=order_ref,
             transaction_id=command.transaction,
-            body=command.payload.model_dump_json(),
+            body=body,
             status="accepted",
             handle=None,
             response=None,
@@ -210,7 +246,7 @@ class Commander:
                 self._store.journal_by_order(command.account, order_ref) if order_ref else None
             )
             return (
-                await self._repeat(twin)
+                await self._repeat(twin, command.transaction)
                 if twin
                 else requests.error(
                     command.transaction, "command: could not be recorded, try again"
@@ -227,15 +263,34 @@ class Commander:
             if not future.done():
                 future.cancel()
 
-    async def _repeat(self, known: JournalEntry) -> dict[str, Any]:
-        """A command seen before: the first answer again, never a second effect."""
+    async def _repeat(self, known: JournalEntry, transaction: str | None) -> dict[str, Any]:
+        """A command seen before: the first answer again, never a second effect,
+        under the transaction of this delivery (a client waiting for its own id
+        must get it, also when an order_ref matched an earlier transaction)."""
         if known.response is not None:
             first: dict[str, Any] = json.loads(known.response)
-            return first
-        running = self._inflight.get(known.key)
-        if running is not None:
-            return await asyncio.shield(running)
-        return requests.error(known.transaction_id, "command: already accepted, being finished")
+        else:
+            running = self._inflight.get(known.key)
+            if running is not None:
+                first = dict(await asyncio.shield(running))
+            else:
+                first = requests.error(None, "command: already accepted, being finished")
+        return {**first, "transaction": transaction}
+
+    @staticmethod
+    def _conflict(field: str, command: Command, known: JournalEntry) -> dict[str, Any]:
+        """A transaction id or order_ref reused for something else: refused, so
+        that an `ok` never stands for a command that was not carried out."""
+        if field == "transaction":
+            what = f"'{(command.transaction or '')[:64]}' was already used for {known.command}"
+            if known.account != command.account:
+                what += f" in account '{known.account}'"
+            advice = "send this command with a new transaction id"
+        else:
+            what = f"'{(known.order_ref or '')[:64]}' was already used for another task"
+            advice = "a task's order_ref is its identity: use a new one"
+        reason = f"{what} with different content ({advice})"
+        return requests.error(command.transaction, f"{field}: {reason}", field=field)
 
     def _target(self, command: Command) -> tuple[AccountPoller, VehicleState | None]:
         poller = self._pollers.get(command.account)
@@ -288,6 +343,14 @@ class Commander:
             )
         except ProviderError as err:
             result = CommandResult(CommandStatus.FAILED, error=self._redact(str(err)))
+        except StoreError:
+            raise
+        except Exception as err:
+            # Answered and closed in the journal, never left open to block the
+            # recovery of every command after it.
+            response = self._internal_error(command.transaction, err)
+            self._store.journal_update(key, "failed", response=json.dumps(response))
+            return response
         if result.status is CommandStatus.FAILED:
             response = requests.error(
                 command.transaction, result.error or "failed", **dict(result.data)

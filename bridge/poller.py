@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,11 +22,11 @@ from bridge.errors import (
     QuotaExhaustedError,
 )
 from bridge.model import Alert, EngineState, PollPlan, Priority, VehicleState, format_time, utc_now
-from bridge.mqtt.publisher import Publisher
+from bridge.mqtt.publisher import Publisher, encode
 from bridge.planner import Cadence, next_poll
 from bridge.providers.base import Provider
 from bridge.quota import Quota
-from bridge.store import Store, StoreError
+from bridge.store import AlertClaim, Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class AccountPoller:
     _refreshed_at: datetime | None = None
     _planned_delay: float = 0.0
     _stale: bool = False
+    # Polls, webhooks and reconnections all flush alerts: one at a time, so an
+    # alert is never sent twice by two of them at once.
+    _alerts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def account(self) -> str:
@@ -115,25 +119,51 @@ class AccountPoller:
         return len(states)
 
     async def deliver_alerts(self, alerts: list[Alert]) -> int:
-        """Publish alerts not seen before, from a poll or a webhook; returns how many.
+        """Publish alerts not seen before, from a poll or a webhook; returns how
+        many were new.
 
         The claim in the store makes each alert id published once, across polls,
-        restarts and a webhook delivering what a poll also finds."""
-        if not alerts:
-            return 0
-        fresh_ids = self.store.claim_alerts(self.account, [a.alert_id for a in alerts])
+        restarts and a webhook delivering what a poll also finds; the claim keeps
+        the alert until the broker has taken it, so an outage loses none."""
+        fresh: set[str] = set()
+        if alerts:
+            claims = [
+                AlertClaim(
+                    alert.alert_id,
+                    self.publisher.alert_topic(self.account, alert.vehicle_id),
+                    encode(alert.to_json()).decode(),
+                    alert.time.timestamp(),
+                )
+                for alert in alerts
+            ]
+            fresh = self.store.claim_alerts(self.account, claims)
+        await self.flush_alerts()
         now = self.now()
-        max_age = timedelta(seconds=self.settings.alert_max_age)
-        unique: list[tuple[Alert, bool]] = []
-        for alert in sorted(alerts, key=lambda a: a.time):
-            if alert.alert_id in fresh_ids:
-                fresh_ids.discard(alert.alert_id)  # a repeat within the batch: once
-                unique.append((alert, now - alert.time > max_age))
-        await self.publisher.publish_alerts(self.account, unique)
         if self._pruned_at is None or now - self._pruned_at > timedelta(hours=1):
             self.store.prune_alerts(now - timedelta(days=self.settings.alert_retention_days))
             self._pruned_at = now
-        return len(unique)
+        return len(fresh)
+
+    async def flush_alerts(self) -> int:
+        """Publish every claimed alert the broker has not taken yet, oldest
+        first (after a poll, and on each connection); returns how many went.
+
+        An alert is stale when it is published long after it happened: first
+        seen late, or held through a broker outage."""
+        async with self._alerts_lock:
+            pending = self.store.alerts_undelivered(self.account)
+            if not pending:
+                return 0
+            now = self.now().timestamp()
+            messages: list[tuple[str, bytes | str, bool]] = []
+            for claim in pending:
+                data = json.loads(claim.payload)
+                data["stale"] = now - claim.time > self.settings.alert_max_age
+                messages.append((claim.topic, encode(data), False))
+            if not await self.publisher.publish_events(messages):
+                return 0
+            self.store.alerts_delivered(self.account, [claim.alert_id for claim in pending])
+            return len(pending)
 
     async def apply(self, vehicle_id: str, **changes: object) -> None:
         """Show a change a command confirmed, before the next poll sees it."""

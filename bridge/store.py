@@ -20,7 +20,7 @@ from typing import NamedTuple, Self
 from bridge.model import VehicleState, utc_now
 from bridge.quota import Call, Hold
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -63,10 +63,15 @@ CREATE TABLE IF NOT EXISTS command_journal (
 CREATE UNIQUE INDEX IF NOT EXISTS command_journal_order
     ON command_journal (account, order_ref) WHERE order_ref IS NOT NULL;
 CREATE INDEX IF NOT EXISTS command_journal_status ON command_journal (status);
+CREATE INDEX IF NOT EXISTS command_journal_transaction ON command_journal (transaction_id);
 CREATE TABLE IF NOT EXISTS alert_seen (
     account TEXT NOT NULL,
     alert_id TEXT NOT NULL,
     seen_at REAL NOT NULL,
+    topic TEXT,
+    payload TEXT,
+    alert_time REAL,
+    delivered_at REAL,
     PRIMARY KEY (account, alert_id)
 );
 CREATE INDEX IF NOT EXISTS alert_seen_at ON alert_seen (seen_at);
@@ -101,6 +106,16 @@ class JournalEntry(NamedTuple):
     updated_at: float
 
 
+class AlertClaim(NamedTuple):
+    """An alert to publish once: claimed in the store with what to publish, and
+    kept until the broker has taken it."""
+
+    alert_id: str
+    topic: str
+    payload: str  # the alert's JSON, as first seen
+    time: float  # when it happened (unix seconds)
+
+
 class StoreError(Exception):
     """The store cannot be opened or written (read-only, full disk, newer schema)."""
 
@@ -126,6 +141,11 @@ class Store:
             raise StoreError(f"cannot open the store at {self.path}: {err}") from err
 
     def _migrate(self) -> None:
+        alert_columns = {row[1] for row in self._db.execute("PRAGMA table_info(alert_seen)")}
+        if "delivered_at" not in alert_columns:  # schema 5: claimed meant published
+            for column in ("topic TEXT", "payload TEXT", "alert_time REAL", "delivered_at REAL"):
+                self._db.execute(f"ALTER TABLE alert_seen ADD COLUMN {column}")
+            self._db.execute("UPDATE alert_seen SET delivered_at=seen_at")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(command_journal)")}
         if "answered_at" not in columns:  # schema 4: answers were not tracked
             self._db.execute("ALTER TABLE command_journal ADD COLUMN answered_at REAL")
@@ -274,6 +294,16 @@ class Store:
         ).fetchone()
         return None if row is None else JournalEntry(*row)
 
+    def journal_by_transaction(self, transaction_id: str) -> JournalEntry | None:
+        """The command first sent under a transaction id, in any account (answers
+        share one topic per command, so an id names one command bridge-wide)."""
+        row = self._db.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM command_journal WHERE transaction_id=? "
+            "ORDER BY created_at LIMIT 1",
+            (transaction_id,),
+        ).fetchone()
+        return None if row is None else JournalEntry(*row)
+
     def journal_by_order(self, account: str, order_ref: str) -> JournalEntry | None:
         row = self._db.execute(
             f"SELECT {_JOURNAL_COLUMNS} FROM command_journal WHERE account=? AND order_ref=?",
@@ -325,24 +355,48 @@ class Store:
         return [JournalEntry(*row) for row in rows]
 
     # --- alerts seen (each published once) ----------------------------------
-    def claim_alerts(self, account: str, alert_ids: list[str]) -> set[str]:
-        """Record alert ids; returns those not seen before (to publish now).
+    def claim_alerts(self, account: str, claims: Iterable[AlertClaim]) -> set[str]:
+        """Record alerts with what to publish; returns the ids not seen before.
 
         Polls, restarts and webhooks all pass through here, so an alert
-        delivered twice is claimed once."""
-        if not alert_ids:
-            return set()
+        delivered twice is claimed once. A claimed alert stays undelivered
+        (`alerts_undelivered`) until `alerts_delivered` says the broker took it:
+        claim and delivery are one outcome, whatever happens in between."""
         now = utc_now().timestamp()
         fresh: set[str] = set()
+        rows = {claim.alert_id: claim for claim in claims}
+        if not rows:
+            return fresh
         with self._transaction():
-            for alert_id in dict.fromkeys(alert_ids):
+            for claim in rows.values():
                 cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO alert_seen(account, alert_id, seen_at) VALUES(?,?,?)",
-                    (account, alert_id, now),
+                    "INSERT OR IGNORE INTO alert_seen(account, alert_id, seen_at, topic, payload,"
+                    " alert_time) VALUES(?,?,?,?,?,?)",
+                    (account, claim.alert_id, now, claim.topic, claim.payload, claim.time),
                 )
                 if cursor.rowcount:
-                    fresh.add(alert_id)
+                    fresh.add(claim.alert_id)
         return fresh
+
+    def alerts_undelivered(self, account: str) -> list[AlertClaim]:
+        """Claimed alerts the broker has not taken yet, oldest first."""
+        rows = self._db.execute(
+            "SELECT alert_id, topic, payload, alert_time FROM alert_seen WHERE account=? "
+            "AND delivered_at IS NULL AND payload IS NOT NULL ORDER BY alert_time, seen_at",
+            (account,),
+        ).fetchall()
+        return [AlertClaim(*row) for row in rows]
+
+    def alerts_delivered(self, account: str, alert_ids: Iterable[str]) -> None:
+        """The broker took these alerts: never publish them again. The payload
+        is dropped, only the id is kept (to recognise a repeat)."""
+        now = utc_now().timestamp()
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE alert_seen SET delivered_at=?, payload=NULL "
+                "WHERE account=? AND alert_id=? AND delivered_at IS NULL",
+                [(now, account, alert_id) for alert_id in alert_ids],
+            )
 
     def prune_alerts(self, older_than: datetime) -> int:
         with self._transaction():

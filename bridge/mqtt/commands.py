@@ -15,7 +15,7 @@ field and the reason; the input itself is never echoed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +24,26 @@ from bridge.model import Camera, TaskStatus
 from bridge.mqtt.requests import RequestError
 
 COMMANDS = ("lights", "snapshot", "task/create", "task/update")
+
+
+# Task times a provider can store: anything outside is a typo or an attack
+# (9999-12-31T23:59:59-14:00 cannot even be converted to UTC).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _task_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("must include a time zone (e.g. 2026-11-21T08:00:00Z)")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError("must be between 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z")
+    return value
 
 
 class _Payload(BaseModel):
@@ -59,12 +79,7 @@ class TaskCreatePayload(_Targeted):
     contact_name: Annotated[str, Field(max_length=200)] | None = None
     contact_phone: Annotated[str, Field(max_length=50)] | None = None
 
-    @field_validator("start_time", "stop_time")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("must include a time zone (e.g. 2026-11-21T08:00:00Z)")
-        return value
+    _times = field_validator("start_time", "stop_time")(_task_time)
 
     def model_post_init(self, _: Any) -> None:
         if self.stop_time <= self.start_time:
@@ -79,6 +94,8 @@ class TaskUpdatePayload(_Payload):
     stop_time: datetime | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
     vehicle: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    _times = field_validator("start_time", "stop_time")(_task_time)
 
     def model_post_init(self, _: Any) -> None:
         if all(

@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 import orjson
 
-from bridge.model import Alert, AlertType, Capability, VehicleState
+from bridge.model import AlertType, Capability, VehicleState
 from bridge.mqtt.discovery import (
     account_device_discovery,
     account_discovery,
@@ -242,19 +242,22 @@ class Publisher:
             [self._availability_message(account, vid, available) for vid in acct.vehicles]
         )
 
-    async def publish_alerts(self, account: str, alerts: Iterable[tuple[Alert, bool]]) -> None:
-        """Alerts are events, not state: never retained (a new subscriber must
-        not see yesterday's harsh braking as news)."""
-        await self._send(
-            [
-                (
-                    self._topics.vehicle_alert(account, alert.vehicle_id),
-                    encode(alert.to_json(stale=stale)),
-                    False,
-                )
-                for alert, stale in alerts
-            ]
-        )
+    def alert_topic(self, account: str, vehicle_id: str) -> str:
+        return self._topics.vehicle_alert(account, vehicle_id)
+
+    async def publish_events(self, messages: Sequence[Message]) -> bool:
+        """Events, not state (alerts): never retained, since a new subscriber
+        must not see yesterday's harsh braking as news, and not part of the
+        picture sent on reconnect. False when the broker did not take them: the
+        caller keeps them to send again."""
+        if not messages:
+            return True
+        try:
+            await self._sink.publish_many(messages)
+        except self._unavailable as err:
+            _LOGGER.debug("MQTT unavailable, %d events kept: %s", len(messages), err)
+            return False
+        return True
 
     async def publish_json(self, topic: str, data: object, *, retain: bool) -> None:
         await self._send([(topic, encode(data), retain)])

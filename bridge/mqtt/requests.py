@@ -9,12 +9,22 @@ field; nothing else happens. (The per-vehicle command channel builds on this.)
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 # Requests are small JSON objects; anything bigger is refused unread.
 MAX_PAYLOAD = 64 * 1024
 MAX_TRANSACTION = 200
+# Commands are flat objects (a snapshot's options are the deepest, at 2 levels).
+# Deeper JSON is refused before it is parsed: the standard library's parser
+# raises RecursionError somewhere near 1,000 levels, which no caller expects.
+MAX_DEPTH = 16
+
+# A JSON string (skipped whole, brackets inside it do not count), a bracket, or
+# the punctuation between members.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{},:]')
+_DECODER = json.JSONDecoder()
 
 
 class RequestError(Exception):
@@ -44,13 +54,7 @@ def parse_request(command: str, payload: bytes) -> Request:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError("payload", "not UTF-8 text") from None
-    if not text.strip():
-        body: Any = {}
-    else:
-        try:
-            body = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise RequestError("payload", f"not valid JSON ({err.msg} at {err.pos})") from None
+    body: Any = loads(text) if text.strip() else {}
     if not isinstance(body, dict):
         raise RequestError("payload", "must be a JSON object")
     transaction = body.pop("transaction", None)
@@ -63,14 +67,69 @@ def parse_request(command: str, payload: bytes) -> Request:
     return Request(command, None if transaction is None else str(transaction), body)
 
 
+def nesting(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings skipped)."""
+    depth = deepest = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def _shallow_transaction(text: str) -> Any:
+    """The value of the top-level `transaction` member of a JSON object too deep
+    to parse whole (a string or a number), read without parsing the rest."""
+    depth = 0
+    previous = ""
+    tokens = _TOKEN.finditer(text)
+    for match in tokens:
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+        elif token in ("]", "}"):
+            depth -= 1
+        elif depth == 1 and previous in ("{", ",") and token == '"transaction"':
+            colon = next(tokens, None)
+            if colon is None or colon.group() != ":":
+                return None
+            start = len(text) - len(text[colon.end() :].lstrip())
+            if start < len(text) and (text[start] == '"' or text[start] in "-0123456789"):
+                try:
+                    return _DECODER.raw_decode(text, start)[0]
+                except json.JSONDecodeError:
+                    return None
+            return None
+        previous = token
+    return None
+
+
+def loads(text: str) -> Any:
+    """JSON of a request, within MAX_DEPTH; raises `RequestError` naming `payload`."""
+    if nesting(text) > MAX_DEPTH:
+        raise RequestError("payload", f"nested too deeply (at most {MAX_DEPTH} levels)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RequestError("payload", f"not valid JSON ({err.msg} at {err.pos})") from None
+    except RecursionError:  # not reached within MAX_DEPTH; the net under it
+        raise RequestError("payload", "nested too deeply") from None
+
+
 def transaction_of(payload: bytes) -> str | None:
     """The transaction id of a request, if one can be read at all."""
     if len(payload) > MAX_PAYLOAD:
         return None
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = payload.decode("utf-8")
+        body = loads(text)
+    except UnicodeDecodeError:
         return None
+    except RequestError:
+        body = {"transaction": _shallow_transaction(text)}
     transaction = body.get("transaction") if isinstance(body, dict) else None
     if isinstance(transaction, str | int) and len(str(transaction)) <= MAX_TRANSACTION:
         return str(transaction)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -19,10 +20,20 @@ OFFLINE = "offline"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
 def topic_level(value: str) -> str:
-    """A provider id made safe as one topic level (and as a discovery object id)."""
-    safe = _UNSAFE.sub("_", value.strip())
-    return safe or "_"
+    """A provider id made safe as one topic level (and as a discovery object id).
+
+    Injective: an id that is already safe is kept as it is; any other id is
+    sanitised and gets a short hash of the original, so `a+b` and `a#b` (both
+    `a_b` once sanitised) are `a_b_<hash>` with different hashes and never share
+    a topic or a Home Assistant unique id."""
+    if value and not _UNSAFE.search(value):
+        return value
+    return f"{_UNSAFE.sub('_', value)[:64]}_{_digest(value)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +70,9 @@ class Topics:
     def vehicle_state(self, account: str, vehicle: str) -> str:
         level = topic_level(vehicle)
         if level in ACCOUNT_LEVELS:
-            level += "_"  # a vehicle called "quota" must not shadow the account's topic
+            # A vehicle called "quota" must not shadow the account's topic; the
+            # hash keeps it apart from a vehicle called "quota_" too.
+            level = f"{level}_{_digest(level)}"
         return f"{self.base}/{account}/{level}"
 
     def vehicle_availability(self, account: str, vehicle: str) -> str:
@@ -82,6 +95,27 @@ class Topics:
     @property
     def set_wildcard(self) -> str:
         return f"{self.base}/+/+/set"
+
+    def set_target(self, topic: str) -> tuple[str, str] | None:
+        """(account, vehicle level) of a vehicle's `set` topic; None for any
+        other topic, and for the bridge's own level: `fleet/bridge/response/set`
+        matches the `set` wildcard but is an answer, never a command."""
+        prefix = f"{self.base}/"
+        if not topic.startswith(prefix) or not topic.endswith("/set"):
+            return None
+        levels = topic[len(prefix) : -len("/set")].split("/")
+        if len(levels) != 2 or levels[0] == RESERVED_ACCOUNT_ID:
+            return None
+        return levels[0], levels[1]
+
+    def consumes(self, topic: str) -> bool:
+        """Whether the bridge acts on a message on `topic` (an answer must never
+        land on such a topic, or the bridge would answer its own answers)."""
+        return (
+            topic in (self.ha_status, self.bridge_discovery)
+            or topic.startswith(self.bridge_request(""))
+            or self.set_target(topic) is not None
+        )
 
     # --- Home Assistant discovery
     def discovery(self, component: str, node_id: str, object_id: str) -> str:

@@ -102,3 +102,32 @@ def test_any_provider_id_makes_one_safe_topic_level(account: str, vehicle: str) 
     assert "#" not in state
     assert state != topics.account_quota("acct")
     assert topics.vehicle_set("acct", vehicle).endswith("/set")
+
+
+@settings(PROPERTY, max_examples=3000)
+@given(first=st.text(max_size=30), second=st.text(max_size=30))
+def test_two_provider_ids_never_share_a_topic_or_a_unique_id(first: str, second: str) -> None:
+    from bridge.mqtt.discovery import device_identifier
+
+    if first == second:
+        return
+    topics = Topics("fleet", "homeassistant")
+    assert topic_level(first) != topic_level(second)
+    assert topics.vehicle_state("acct", first) != topics.vehicle_state("acct", second)
+    assert device_identifier("acct", first) != device_identifier("acct", second)
+
+
+def test_ids_that_sanitise_alike_stay_apart_and_safe_ids_are_kept() -> None:
+    from bridge.mqtt.discovery import device_identifier
+
+    topics = Topics("fleet", "homeassistant")
+    # The attack: `a+b` and `a#b` were both `fleet/sam/a_b`, one unique id.
+    assert topics.vehicle_state("sam", "a+b") != topics.vehicle_state("sam", "a#b")
+    assert device_identifier("sam", "a+b") != device_identifier("sam", "a#b")
+    # So were `quota` (kept off the account's own topic) and `quota_`.
+    assert topics.vehicle_state("sam", "quota") != topics.vehicle_state("sam", "quota_")
+    assert topics.vehicle_state("sam", "quota") != topics.account_quota("sam")
+    # Ids that are already safe keep their topics and unique ids.
+    assert topics.vehicle_state("sam", "281474976710001") == "fleet/sam/281474976710001"
+    assert topics.vehicle_state("sam", "veh_01-A") == "fleet/sam/veh_01-A"
+    assert device_identifier("sam", "001HAQ") == "fleet_sam_001HAQ"

@@ -13,7 +13,9 @@ provider once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import aiomqtt
@@ -141,3 +143,69 @@ async def test_a_real_five_minute_outage_with_the_production_backoff(
     tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, sim: SimulatorServer, tally: Tally
 ) -> None:
     await outage(300, 300.0, tmp_path, mosquitto, recorder, sim, tally, backoff=Backoff())
+
+
+def claimed(store: Path, account: str) -> set[str]:
+    """The alert ids the bridge has claimed (seen) for an account."""
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        rows = db.execute("SELECT alert_id FROM alert_seen WHERE account=?", (account,))
+        return {row[0] for row in rows}
+
+
+def alert_messages(recorder: Recorder) -> list[dict[str, object]]:
+    return [
+        json.loads(m.payload)
+        for m in recorder.messages
+        if m.topic.startswith("fleet/ts/") and m.topic.endswith("/alert")
+    ]
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["reconnect", "restart"])
+async def test_alerts_found_while_the_broker_is_down_are_published_once_it_is_back(
+    restart: bool,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    recorder: Recorder,
+    sim: SimulatorServer,
+    tally: Tally,
+) -> None:
+    from bridge.store import Store
+
+    config = make_config(mosquitto, sim, tmp_path)
+    async with running(config, sim) as bridge:
+        await poll_all(bridge, "ts")
+        bridge.link._backoff = Backoff(initial=0.2, maximum=0.2, current=0.2)
+        mosquitto.stop()
+        tally.injected("broker down with alerts")
+        # Hours of driving: TrackSafe365 reports safety events meanwhile. (A poll
+        # already under way when the clock moved reads them at the next one.)
+        sim.clock.advance(3 * 3600)
+        assert bridge.store is not None
+        held: set[str] = set()
+        for _ in range(3):
+            await poll_all(bridge, "ts")
+            held = claimed(config.store.path, "ts")
+            if held:
+                break
+        assert held, "the simulator reported no alert in three hours"
+        if not restart:
+            mosquitto.start()
+            async with record(mosquitto.host, mosquitto.port) as after:
+                await after.wait_for(lambda: len(alert_messages(after)) >= len(held))
+                # One more poll (no new alerts): nothing is sent a second time.
+                await poll_all(bridge, "ts")
+                await after.wait_for(lambda: bridge.link.connected.is_set())
+                seen = alert_messages(after)
+    if restart:
+        # The process stops before the broker is back: the alerts wait in the store.
+        mosquitto.start()
+        async with record(mosquitto.host, mosquitto.port) as after:
+            async with running(config, sim):
+                await after.wait_for(lambda: len(alert_messages(after)) >= len(held))
+            seen = alert_messages(after)
+    ids = [str(a["id"]) for a in seen]
+    assert sorted(ids) == sorted(held), "each held alert published exactly once"
+    # Published two hours after the first of them happened: marked stale.
+    assert any(a["stale"] for a in seen)
+    with Store(config.store.path) as store:
+        assert store.alerts_undelivered("ts") == []
