@@ -82,7 +82,20 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[object]]) -> Non
 
 # Options that hold secrets (as in bridge.config), and `${...}` references / `$$`.
 _SECRET_OPTIONS = frozenset({"token", "password", "api_key", "secret"})
-_REFERENCES = re.compile(r"\$\$|\$\{[^}]*\}")
+_REFERENCES = re.compile(r"\$\$|\$\{([^}]*)\}")
+
+
+def _outside_references(value: str) -> str:
+    """What of a secret option's text is written out in the file: everything but
+    its references, and the default of `${NAME:-default}` (an inline default is
+    an inline secret)."""
+
+    def keep_default(match: re.Match[str]) -> str:
+        body = match.group(1) or ""
+        name, sep, default = body.partition(":-")
+        return default if sep and not name.startswith("file:") else ""
+
+    return _REFERENCES.sub(keep_default, value)
 
 
 def inline_secrets(text: str) -> list[str]:
@@ -101,7 +114,7 @@ def inline_secrets(text: str) -> list[str]:
             for key, item in value.items():
                 path = f"{where}.{key}" if where else str(key)
                 if key in _SECRET_OPTIONS and isinstance(item, str | int | float):
-                    if _REFERENCES.sub("", str(item)).strip():
+                    if _outside_references(str(item)).strip():
                         found.append(path)
                 else:
                     walk(item, path)

@@ -10,7 +10,9 @@ before it is sent (see `bridge.quota`).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from typing import NamedTuple, Self
 from bridge.model import VehicleState, utc_now
 from bridge.quota import Call, Hold
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -120,6 +122,27 @@ class StoreError(Exception):
     """The store cannot be opened or written (read-only, full disk, newer schema)."""
 
 
+def _tighten(path: Path) -> None:
+    """Only the bridge's own user may read or write `path` (when it exists)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_IMODE(mode) & 0o077:
+        path.chmod(0o600)
+
+
+def _private(path: Path) -> None:
+    """The store file exists, readable and writable by its owner only (it holds
+    command bodies, positions and the quota ledger); a directory made for it is
+    its owner's only too."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(descriptor)
+    _tighten(path)
+
+
 class Store:
     """One SQLite file, opened once per process."""
 
@@ -127,9 +150,12 @@ class Store:
         self.path = Path(path)
         try:
             if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _private(self.path)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
             self._db = sqlite3.connect(str(path), isolation_level=None)
+            # What is deleted (an old command body, a pruned claim) is overwritten,
+            # not left readable in free pages.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a quota call recorded before a request must survive even a
             # power cut, or a restart could spend the same budget twice.
@@ -137,6 +163,11 @@ class Store:
             self._db.executescript(_SCHEMA)
             self._migrate()
             self._check_version()
+            if str(path) != ":memory:":
+                # The WAL and shared-memory files SQLite made beside it (an older
+                # bridge made them readable by everyone too).
+                for suffix in ("-wal", "-shm"):
+                    _tighten(self.path.with_name(self.path.name + suffix))
         except (sqlite3.Error, OSError) as err:
             raise StoreError(f"cannot open the store at {self.path}: {err}") from err
 
@@ -146,6 +177,14 @@ class Store:
             for column in ("topic TEXT", "payload TEXT", "alert_time REAL", "delivered_at REAL"):
                 self._db.execute(f"ALTER TABLE alert_seen ADD COLUMN {column}")
             self._db.execute("UPDATE alert_seen SET delivered_at=seen_at")
+        # Schema 6 and older kept Telemax and Metrotec bearer tokens in the
+        # checkpoints: no token is kept at rest any more (a restart logs in).
+        deleted = self._db.execute(
+            "DELETE FROM checkpoint WHERE key IN ('token', 'token_expires', 'token_renew_at',"
+            " 'token_for')"
+        ).rowcount
+        if deleted:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(command_journal)")}
         if "answered_at" not in columns:  # schema 4: answers were not tracked
             self._db.execute("ALTER TABLE command_journal ADD COLUMN answered_at REAL")

@@ -43,6 +43,7 @@ from bridge.model import (
 )
 from bridge.providers.http import HttpClient, RetryPolicy
 from bridge.providers.parse import (
+    clip,
     fingerprint,
     integer,
     number,
@@ -267,7 +268,7 @@ class FleetizeProvider:
             raise ProviderDataError(f"FLEETIZE {action}: unreadable answer ({err})") from None
 
     def _raise(self, code: int, text: str) -> None:
-        message = f"FLEETIZE error #{code}: {text[:160]}"
+        message = f"FLEETIZE error #{code}: {clip(text, 160)}"
         if code == 1000:
             raise ProviderAuthError(
                 f"{message}. The API token was refused: copy it again from FLEETIZE "

@@ -31,6 +31,7 @@ from bridge.errors import (
     QuotaExhaustedError,
 )
 from bridge.model import Priority
+from bridge.providers.parse import clip
 from bridge.quota import Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class Response:
             raise ProviderDataError("response is not JSON: nested too deeply") from None
 
     def text(self, limit: int = 200) -> str:
-        return self.body[:limit].decode("utf-8", "replace").strip()
+        text = self.body[: limit + 1].decode("utf-8", "replace").strip()
+        return clip(text, limit)
 
 
 @dataclass(slots=True)

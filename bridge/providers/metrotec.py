@@ -78,7 +78,14 @@ from bridge.model import (
     utc_now,
 )
 from bridge.providers.http import USER_AGENT, HttpClient, Response, RetryPolicy
-from bridge.providers.parse import fingerprint, integer, number, text, valid_coordinates
+from bridge.providers.parse import (
+    clip,
+    fingerprint,
+    integer,
+    number,
+    text,
+    valid_coordinates,
+)
 from bridge.quota import Budget, BudgetKind, Quota
 
 _LOGGER = logging.getLogger(__name__)
@@ -350,15 +357,9 @@ class MetrotecProvider:
             checkpoint[ZONES_KEY] = json.dumps(
                 {vid: dict(sorted(zones.items())) for vid, zones in sorted(self._inside.items())}
             )
-        if not (self._token and self._token_renew_at) or self.settings.api_key:
-            return checkpoint
-        # The JWT spares a login per restart; the password is never written.
-        return {
-            **checkpoint,
-            "token": self._token,
-            "token_renew_at": self._token_renew_at.isoformat(),
-            "token_for": self._token_owner(),
-        }
+        # No JWT: a bearer token kept at rest is a credential anyone who can
+        # read the store could use; a restart logs in again (one call).
+        return checkpoint
 
     def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
         self._states = {v.vehicle_id: v for v in vehicles}
@@ -366,15 +367,6 @@ class MetrotecProvider:
         self._alarm_per_vehicle = checkpoint.get(ALARM_PER_VEHICLE_KEY) == "1"
         self._inside = _read_inside(checkpoint.get(ZONES_KEY))
         self._token, self._token_renew_at = None, None
-        token, renew_at = checkpoint.get("token"), checkpoint.get("token_renew_at")
-        # A token of another user or server (the config changed) is not reused.
-        if not token or not renew_at or checkpoint.get("token_for") != self._token_owner():
-            return
-        try:
-            self._token_renew_at = datetime.fromisoformat(renew_at)
-        except ValueError:
-            return
-        self._token = token
 
     async def validate(self) -> str:
         """The vehicle list (after a login, for username and password)."""
@@ -893,9 +885,6 @@ class MetrotecProvider:
         self._token_renew_at = now + lifetime - margin
         return token
 
-    def _token_owner(self) -> str:
-        return f"{self.settings.username}@{self.settings.base_url}"
-
     def _now(self) -> datetime:
         return self.quota.now() if self.quota is not None else utc_now()
 
@@ -1167,7 +1156,7 @@ def _describe(response: Response) -> str:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return response.text() or "no reason given"
     if not isinstance(body, dict):
-        return str(body)[:200]
+        return clip(str(body))
     parts = []
     for key, value in body.items():
         messages = value if isinstance(value, list) else [value]
@@ -1176,7 +1165,7 @@ def _describe(response: Response) -> str:
             for m in messages
         )
         parts.append(joined if key in ("detail", "non_field_errors") else f"{key}: {joined}")
-    return "; ".join(parts)[:500] or "no reason given"
+    return clip("; ".join(parts), 500) or "no reason given"
 
 
 def _event_result(event: dict[str, Any], data: Mapping[str, Any]) -> CommandResult:

@@ -11,7 +11,14 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.logs import CUT
 from bridge.model import Position
+
+
+def clip(value: str, limit: int = 200) -> str:
+    """A provider's text kept to `limit` characters, marked where it was cut (so
+    that the redactor also finds a secret the cut left half of)."""
+    return value if len(value) <= limit else value[:limit] + CUT
 
 
 def number(value: Any) -> float | None:

@@ -49,7 +49,14 @@ from bridge.model import (
     parse_time,
 )
 from bridge.providers.http import HttpClient, RetryPolicy
-from bridge.providers.parse import fingerprint, integer, number, text, valid_coordinates
+from bridge.providers.parse import (
+    clip,
+    fingerprint,
+    integer,
+    number,
+    text,
+    valid_coordinates,
+)
 from bridge.quota import Budget, BudgetKind, Quota, endpoint_window
 
 _LOGGER = logging.getLogger(__name__)
@@ -209,11 +216,8 @@ class TelemaxProvider:
         checkpoint: dict[str, str] = {}
         if self._company:
             checkpoint["company"] = self._company
-        if self._token and self._token_expires:
-            # A daily bearer token in the bridge's own store spares a login per
-            # restart; the API key itself is never written there.
-            checkpoint["token"] = self._token
-            checkpoint["token_expires"] = self._token_expires.isoformat()
+        # No bearer token: one kept at rest is a credential anyone who can read
+        # the store could use for a day; a restart logs in again (one call).
         if self._alerts_until is not None:
             checkpoint["alerts_until"] = self._alerts_until.isoformat()
         return checkpoint
@@ -221,9 +225,7 @@ class TelemaxProvider:
     def restore(self, checkpoint: Mapping[str, str], vehicles: Iterable[VehicleState]) -> None:
         self._states = {v.vehicle_id: v for v in vehicles}
         self._company = checkpoint.get("company")
-        self._token = checkpoint.get("token")
-        expires = checkpoint.get("token_expires")
-        self._token_expires = datetime.fromisoformat(expires) if expires else None
+        self._token, self._token_expires = None, None
         self._alerts_until = parse_time(checkpoint.get("alerts_until"))
 
     async def validate(self) -> str:
@@ -530,7 +532,7 @@ def _items(body: Any) -> list[Any]:
 
 def _describe(body: Any) -> str:
     if isinstance(body, dict):
-        return str(body.get("description") or body.get("code") or "no reason given")[:200]
+        return clip(str(body.get("description") or body.get("code") or "no reason given"))
     return "no reason given"
 
 

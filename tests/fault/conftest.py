@@ -39,7 +39,8 @@ SECRETS = {
     "metrotec_password": "metrotec-" + secrets.token_hex(16),
     "tracksafe365": "ts365_live_" + secrets.token_hex(16),
     "webhook": "hook-" + secrets.token_hex(16),
-    "mqtt": "mqtt-" + secrets.token_hex(16),
+    # Characters that JSON and URLs escape: an echo of it is not the secret as is.
+    "mqtt": "mqtt-" + secrets.token_hex(16) + '/"+&= ?%',
 }
 METROTEC_USER = "fleet-ops"
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, mid-morning

@@ -76,3 +76,18 @@ def test_inline_secrets_are_found_wherever_they_are() -> None:
         "accounts[0].api_key",
         "accounts[1].token",
     ]
+
+
+def test_an_inline_default_of_a_reference_is_an_inline_secret(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "mqtt: {password: '${MQTT_PASSWORD:-hunter2-hunter2}'}\n"
+        "accounts:\n  - {id: a, provider: samsara, token: '${MQTT_PASSWORD}'}\n"
+    )
+    config.chmod(0o644)
+    result = run("check-config", str(config))
+    assert result.returncode == 1
+    assert "holds secrets in mqtt.password:" in result.stderr
+    assert "hunter2" not in result.stderr
+    # An empty default is no secret written out; neither is a file reference.
+    assert inline_secrets("mqtt: {password: '${file:/run/pw}', token: '${T:-}'}\n") == []

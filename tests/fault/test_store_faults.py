@@ -9,7 +9,9 @@ SQLite's query-only mode (root ignores file modes, so chmod would prove nothing)
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from bridge.app import Bridge
 from bridge.simulator.server import SimulatorServer
 from bridge.store import Store, StoreError
-from tests.fault.conftest import Tally, fast, make_config, poll_all
+from tests.fault.conftest import Tally, fast, make_config, poll_all, running
 from tests.support.mqtt import Mosquitto, Recorder
 
 
@@ -109,3 +111,29 @@ def test_a_store_from_before_answers_were_tracked_is_upgraded(tmp_path: Path) ->
         # What the older bridge answered is not sent a second time.
         assert store.journal_unanswered() == []
         assert store.integrity() == "ok"
+
+
+async def test_the_store_is_private_and_keeps_no_bearer_token(
+    tmp_path: Path, mosquitto: Mosquitto, sim: SimulatorServer
+) -> None:
+    """The store holds command bodies, positions and the ledger: its owner's only;
+    and no provider token (Telemax's daily bearer token, Metrotec's JWT) at rest."""
+    previous = os.umask(0o022)  # what most users run with: files 0644, directories 0755
+    config = make_config(mosquitto, sim, tmp_path)
+    store = tmp_path / "state" / "bridge.sqlite"
+    config = config.model_copy(update={"store": config.store.model_copy(update={"path": store})})
+    async with running(config, sim) as bridge:
+        await poll_all(bridge)
+        sim.clock.advance(120)
+        await poll_all(bridge)
+        tokens = [*sim.telemax._tokens, *sim.metrotec._tokens]
+    assert len(tokens) >= 2, "both providers issued a token"
+    assert stat.S_IMODE(store.parent.stat().st_mode) == 0o700
+    files = [p for p in store.parent.iterdir() if p.name.startswith(store.name)]
+    assert store in files
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    data = b"".join(path.read_bytes() for path in files)
+    leaked = [t for t in tokens if t.encode() in data]
+    os.umask(previous)
+    assert leaked == []
