@@ -87,6 +87,45 @@ def test_daily_budget_follows_the_providers_time_zone(clock: Clock) -> None:
     assert daily.next_day_start(clock.now) == datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
 
 
+def test_a_daily_budget_counts_the_providers_day_not_the_utc_day(clock: Clock) -> None:
+    """Calls before Berlin's midnight belong to yesterday there, even where UTC
+    has not turned the day yet (a budget counted on the UTC day would refuse the
+    call at 23:30 UTC, or allow 200 calls across Berlin's day)."""
+    budget = Budget("daily", BudgetKind.DAILY, limit=3, day_zone="Europe/Berlin")
+    quota = Quota("f", (budget,), MemoryLedger(), now=clock)
+    clock.now = datetime(2026, 11, 21, 22, 0, tzinfo=UTC)  # 23:00 in Berlin
+    for _ in range(3):
+        quota.acquire("devicelist")
+    with pytest.raises(QuotaExhaustedError) as caught:
+        quota.acquire("devicelist")
+    assert caught.value.available_at == datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
+    # 23:30 UTC, the same UTC day: in Berlin a new day with its whole budget.
+    clock.now = datetime(2026, 11, 21, 23, 30, tzinfo=UTC)
+    assert quota.calls_left_today() == 3
+    for _ in range(3):
+        quota.acquire("devicelist")
+    assert quota.calls_left_today() == 0
+    usage = quota.usage()["daily"]
+    assert usage["used"] == 3
+    assert usage["resets_at"] == "2026-11-22T23:00:00Z"
+
+
+def test_a_daily_budget_across_a_daylight_saving_change(clock: Clock) -> None:
+    # Berlin moves to summer time on 2026-03-29: that day is 23 hours long.
+    budget = Budget("daily", BudgetKind.DAILY, limit=1, day_zone="Europe/Berlin")
+    quota = Quota("f", (budget,), MemoryLedger(), now=clock)
+    clock.now = datetime(2026, 3, 28, 23, 30, tzinfo=UTC)  # 00:30 CET on the 29th
+    quota.acquire("devicelist")
+    denial = quota.check("devicelist")
+    assert denial is not None
+    # The next midnight is 00:00 CEST = 22:00 UTC.
+    assert denial.available_at == datetime(2026, 3, 29, 22, 0, tzinfo=UTC)
+    clock.now = datetime(2026, 3, 29, 21, 59, tzinfo=UTC)
+    assert quota.calls_left_today() == 0
+    clock.now = datetime(2026, 3, 29, 22, 0, tzinfo=UTC)
+    assert quota.calls_left_today() == 1
+
+
 def test_sliding_window_frees_up_as_calls_age_out(clock: Clock) -> None:
     quota = Quota("t", TELEMAX, MemoryLedger(), now=clock)
     for i in range(54):  # 60 minus the 10 % reserve

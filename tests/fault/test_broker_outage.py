@@ -209,3 +209,69 @@ async def test_alerts_found_while_the_broker_is_down_are_published_once_it_is_ba
     assert any(a["stale"] for a in seen)
     with Store(config.store.path) as store:
         assert store.alerts_undelivered("ts") == []
+
+
+async def test_an_answer_lost_with_the_broker_in_the_instant_of_a_kill_is_sent_again(
+    tmp_path: Path, mosquitto: Mosquitto, sim: SimulatorServer, tally: Tally
+) -> None:
+    """The journal marks an answer sent only once the broker has taken it: an
+    answer in flight when the bridge dies, on a broker that dies with it, goes
+    out after the restart (marked before the publish, it would never go)."""
+    import signal
+
+    from bridge.app import Bridge
+
+    config = make_config(mosquitto, sim, tmp_path, commands=ALLOW)
+    vehicle = sim.metrotec_world.ids()[0]
+    bridge = Bridge(config, now=sim.clock.now)
+    stop = asyncio.Event()
+    task = asyncio.create_task(bridge.run(stop))
+    async with asyncio.timeout(10):
+        await bridge.started.wait()
+        await bridge.link.connected.wait()
+    await poll_all(bridge, "mt")
+    sim.metrotec.latency = 0.3
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.publish(
+            "fleet/bridge/request/lights",
+            json.dumps({"transaction": "lost", "account": "mt", "vehicle": vehicle, "state": "ON"}),
+            qos=1,
+        )
+    await sim.faults.wait_for_request("metrotec", "/objects/events/")
+    # The broker freezes as the answer is handed to it: no acknowledgement.
+    process = mosquitto._process
+    assert process is not None
+    sending = asyncio.Event()
+    publish = bridge.link.publish
+
+    async def freezing(topic: str, payload: bytes | str, *, retain: bool) -> None:
+        if topic == "fleet/bridge/response/lights":
+            process.send_signal(signal.SIGSTOP)
+            sending.set()
+        await publish(topic, payload, retain=retain)
+
+    bridge.link.publish = freezing  # type: ignore[method-assign]
+    async with asyncio.timeout(20):
+        await sending.wait()
+    # The bridge and the broker die in that instant: the answer never arrives.
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    process.kill()
+    process.wait()
+    tally.injected("kill with an answer in flight")
+    mosquitto.start()
+    async with record(mosquitto.host, mosquitto.port) as after, running(config, sim):
+        await after.wait_for(
+            lambda: any(
+                json.loads(m.payload).get("transaction") == "lost"
+                for m in after.since(0, "fleet/bridge/response/lights")
+            )
+        )
+    (answer,) = [
+        json.loads(m.payload) for m in after.messages if m.topic == "fleet/bridge/response/lights"
+    ]
+    assert answer["status"] == "ok"
+    # Sent again, not carried out again.
+    assert len(sim.faults.requests("metrotec", "/objects/events/")) == 1
+    tally.commands_accepted += 1
+    tally.commands_answered += 1
