@@ -163,6 +163,8 @@ def cmd_check_config(path: str, allow_readable: bool = False) -> int:
         return 1
     accounts = ", ".join(f"{a.id} ({a.provider})" for a in config.accounts)
     print(f"{path}: OK; MQTT {config.mqtt.host}:{config.mqtt.port}; accounts: {accounts}")
+    for warning in config.warnings():
+        print(f"  warning: {warning}")
     return 0
 
 
@@ -185,6 +187,8 @@ def cmd_run(path: str, log_level: str | None, allow_readable: bool = False) -> i
         return 1
     setup_logging(log_level or config.log_level, config.secrets())
     _LOGGER.info("fleet-bridge %s starting with %d account(s)", __version__, len(config.accounts))
+    for warning in config.warnings():
+        _LOGGER.warning("%s", warning)
     try:
         _run_until_signal(Bridge(config).run)
     except StoreError as err:

@@ -708,6 +708,24 @@ class BridgeConfig(_Model):
             raise _invalid(f"webhooks.accounts.{unknown[0]}: no account has this id")
         return self
 
+    def warnings(self) -> list[str]:
+        """What is valid but worth a word: `check-config` prints these, `run`
+        logs them at start, and each says what the bridge does about it."""
+        found: list[str] = []
+        ids = sorted(account.id for account in self.accounts)
+        for short in ids:
+            for long in ids:
+                if long.startswith(short + "_"):
+                    rest = long[len(short) + 1 :]
+                    found.append(
+                        f"accounts '{short}' and '{long}': Home Assistant unique ids are "
+                        f"fleet_<account>_<vehicle>_..., so a vehicle 'x' of '{long}' and a "
+                        f"vehicle '{rest}_x' of '{short}' would share one; their topics stay "
+                        f"apart, but rename one account (e.g. '{short}-{rest}') before "
+                        "its vehicles reach Home Assistant"
+                    )
+        return found
+
     def secrets(self) -> list[str]:
         """Every secret value in the config, for the logger to redact."""
         values: list[SecretStr | None] = [self.mqtt.password]

@@ -643,3 +643,19 @@ def test_tls_key_needs_a_certificate(tmp_path: Path) -> None:
     assert problems_of(text, base_dir=tmp_path) == [
         "mqtt.tls.key_file (line 3): requires cert_file (the client certificate)"
     ]
+
+
+def test_account_ids_whose_unique_ids_could_meet_are_warned_about() -> None:
+    config = BridgeConfig.model_validate(
+        {
+            "accounts": [
+                {"id": "depot", "provider": "samsara", "token": "tok-aaaa"},
+                {"id": "depot_2", "provider": "samsara", "token": "tok-bbbb"},
+                {"id": "north", "provider": "samsara", "token": "tok-cccc"},
+            ]
+        }
+    )
+    (warning,) = config.warnings()
+    assert "accounts 'depot' and 'depot_2'" in warning
+    assert "a vehicle '2_x' of 'depot'" in warning
+    assert "'depot-2'" in warning
