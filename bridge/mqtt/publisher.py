@@ -153,6 +153,8 @@ class Publisher:
         self._discovery_idle.set()
         # The form the broker holds, as its retained marker says (None: unknown).
         self._marked: str | None = None
+        #: Told of every alert as it is published (the dashboard's feed).
+        self.on_alerts: Callable[[str, list[tuple[Alert, bool]]], None] | None = None
 
     # --- accounts ------------------------------------------------------------
     def register_account(
@@ -245,6 +247,9 @@ class Publisher:
     async def publish_alerts(self, account: str, alerts: Iterable[tuple[Alert, bool]]) -> None:
         """Alerts are events, not state: never retained (a new subscriber must
         not see yesterday's harsh braking as news)."""
+        batch = list(alerts)
+        if self.on_alerts is not None:
+            self.on_alerts(account, batch)
         await self._send(
             [
                 (
@@ -252,7 +257,7 @@ class Publisher:
                     encode(alert.to_json(stale=stale)),
                     False,
                 )
-                for alert, stale in alerts
+                for alert, stale in batch
             ]
         )
 
