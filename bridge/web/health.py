@@ -1,11 +1,13 @@
 """`/healthz`: is this bridge doing its job, for systemd, Docker, Kubernetes.
 
 Healthy (200) when the MQTT broker is connected and every account is either
-polling fine or only waiting for its quota (a FLEETIZE account that spent its
-day, a provider's Retry-After): waiting for a budget is the bridge keeping a
-contract, not a fault, and restarting it would not help. Otherwise 503, each
-reason on its own line. Reasons name the state only, never a provider's error
-text: /healthz needs no login.
+polling fine or held back by quota only: a first poll still waiting for a
+budget (a FLEETIZE account restarted after spending its day), or polls refused
+with a 429 while the provider's Retry-After hold runs. Waiting for a budget is
+the bridge keeping a contract, not a fault, and a restart would not help.
+Polls failing for any other reason, credentials refused, or no first poll yet
+without a quota reason: 503, each reason on its own line. Reasons name the
+state only, never a provider's error text: /healthz needs no login.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ def waiting_for_quota(poller: AccountPoller) -> bool:
     return poller.quota.check(poller.provider.poll_endpoint, Priority.POLL) is not None
 
 
+def provider_hold(poller: AccountPoller) -> bool:
+    """The provider asked for a pause (a 429's Retry-After, FLEETIZE #1055)."""
+    return "hold" in poller.quota.usage()
+
+
 def account_problem(poller: AccountPoller) -> str | None:
     """Why the account is not healthy, or None."""
     status = poller.health.status
@@ -31,10 +38,12 @@ def account_problem(poller: AccountPoller) -> str | None:
         return None
     if status is AccountStatus.STOPPED:
         return f"account {poller.account}: stopped (credentials refused; fix and restart)"
-    if waiting_for_quota(poller):
-        return None  # degraded by quota only
     if status is AccountStatus.STARTING:
+        if waiting_for_quota(poller):
+            return None  # its first poll waits for a budget
         return f"account {poller.account}: starting, no poll has succeeded yet"
+    if provider_hold(poller):
+        return None  # refused for the provider's own quota: waiting as told
     return f"account {poller.account}: degraded, {poller.health.failures} polls failed in a row"
 
 

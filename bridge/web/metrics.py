@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -28,6 +28,10 @@ from bridge.web.picture import MapState, account_stale, classify
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
+
+# No `*_created` series beside every counter: they double the page for nothing
+# a scraper of a long-running daemon needs (prometheus-client's switch is global).
+disable_created_metrics()
 
 PREFIX = "fleet_bridge"
 #: Seconds for the broker to acknowledge one batch: 1 ms (a state on loopback)
