@@ -14,7 +14,6 @@ $FLEET_DASHBOARD_SCREENSHOTS when set (`docs/img` for the README's).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -172,7 +171,9 @@ async def dash(
             await settle(recorder, module_broker, bridge)
             url = f"http://127.0.0.1:{port}/"
             context, page = await open_page(browser, f"{url}#token={TOKEN}")
-            await page.wait_for_function("() => window.fleet && window.fleet.ready", timeout=WAIT_MS)
+            await page.wait_for_function(
+                "() => window.fleet && window.fleet.ready", timeout=WAIT_MS
+            )
             try:
                 yield Dashboard(server, module_broker, recorder, bridge, url, page, context, shots)
             finally:
@@ -218,7 +219,9 @@ async def test_every_simulated_vehicle_is_on_the_map_and_in_the_table(dash: Dash
     states = await page.evaluate("() => [...window.fleet.vehicles.values()].map(v => v.st)")
     for state in set(states):
         await page.select_option("#f-state", state)
-        shown = await page.eval_on_selector_all(".vt-row .badge", "bs => bs.map(b => b.textContent)")
+        shown = await page.eval_on_selector_all(
+            ".vt-row .badge", "bs => bs.map(b => b.textContent)"
+        )
         assert set(shown) == {state}
     await page.select_option("#f-state", "")
     # One depot on the map (choosing an account zooms to it), for the README.
@@ -312,9 +315,7 @@ async def test_each_alert_appears_once_newest_first_and_stale_ones_marked(
     page = dash.page
 
     def alerts() -> list[dict[str, Any]]:
-        return [
-            json.loads(m.payload) for m in dash.recorder.messages if m.topic.endswith("/alert")
-        ]
+        return [json.loads(m.payload) for m in dash.recorder.messages if m.topic.endswith("/alert")]
 
     await dash.recorder.wait_for(lambda: len(alerts()) > 0)
     await dash.poll(SAMSARA)  # polled again: nothing repeats
@@ -335,7 +336,8 @@ async def test_each_alert_appears_once_newest_first_and_stale_ones_marked(
     assert set(ids) == set(published)
     stale = {i["id"] for i in items if i["stale"] and i["tag"]}
     assert stale == {a for a, data in published.items() if data["stale"]}
-    assert stale and stale != set(ids)  # both kinds, told apart
+    assert stale  # both kinds, told apart
+    assert stale != set(ids)
     shown = await page.evaluate("() => window.fleet.alerts.map(a => a.time)")
     assert shown == sorted(shown, reverse=True)
 
@@ -404,15 +406,14 @@ async def test_a_lights_command_from_the_page_reaches_the_device_once_and_is_con
         for m in dash.recorder.messages
         if m.topic.startswith("fleet/bridge/response/")
     )
-    entry = dash.bridge.store.journal_get(f"{METROTEC}/{transaction}") if dash.bridge.store else None
+    assert dash.bridge.store is not None
+    entry = dash.bridge.store.journal_get(f"{METROTEC}/{transaction}")
     assert entry is not None
     assert entry.status == "confirmed"
     await page.select_option("#f-account", "")
 
 
-async def test_a_wrong_token_gets_no_data_and_no_command(
-    dash: Dashboard, browser: Browser
-) -> None:
+async def test_a_wrong_token_gets_no_data_and_no_command(dash: Dashboard, browser: Browser) -> None:
     server, url = dash.server, dash.url
     created = server.metrotec.stats()["events"]["created"]
     context, page = await open_page(browser, f"{url}#token=not-the-token-0000000")
@@ -453,7 +454,8 @@ async def test_a_wrong_token_gets_no_data_and_no_command(
             assert message.data == 4401
         # Nothing secret anywhere a browser can fetch, logged in or not.
         secrets = dash.bridge.config.secrets()
-        assert TOKEN in secrets and PASSWORD in secrets
+        assert TOKEN in secrets
+        assert PASSWORD in secrets
         bodies = []
         for path in ("", "static/app.js", "static/app.css", "api/config", "api/state"):
             async with session.get(
@@ -463,4 +465,3 @@ async def test_a_wrong_token_gets_no_data_and_no_command(
                 bodies.append(await response.text())
     assert not [s for s in secrets for body in bodies if s in body]
     assert server.metrotec.stats()["events"]["created"] == created
-
