@@ -64,13 +64,14 @@ class Dashboard:
             folder.mkdir(parents=True, exist_ok=True)
             await (page or self.page).screenshot(path=str(folder / name))
 
-    async def poll(self, account: str) -> None:
+    async def poll(self, account: str, advance: float = 10, whole: bool = False) -> None:
         """One more poll of `account` (the simulated clock moves on enough for
-        every budget), published before this returns."""
+        its budgets; `whole`: the whole fleet's list too), published before this
+        returns."""
         poller = self.bridge.pollers[account]
         done = poller.health.polls
-        self.server.clock.advance(10)
-        poller.request_poll()
+        self.server.clock.advance(advance)
+        poller.request_poll(refresh_vehicles=whole)
         await poller.wait_polls(done + 1)
 
 
@@ -318,9 +319,18 @@ async def test_each_alert_appears_once_newest_first_and_stale_ones_marked(
         return [json.loads(m.payload) for m in dash.recorder.messages if m.topic.endswith("/alert")]
 
     await dash.recorder.wait_for(lambda: len(alerts()) > 0)
-    await dash.poll(SAMSARA)  # polled again: nothing repeats
+    before = len(alerts())
+    # A new alert while the page is open: a FLEETIZE tracker loses its GPS.
+    dash.server.fleetize.set_error(dash.server.fleetize_world.ids()[0], 4)
+    # FLEETIZE: one call a minute; a parked tracker's fault shows in the whole list.
+    await dash.poll(FLEETIZE, advance=61, whole=True)
+    await dash.recorder.wait_for(lambda: len(alerts()) == before + 1)
+    # Polled again: nothing repeats.
+    await dash.poll(SAMSARA)
+    await dash.poll(FLEETIZE, advance=61)
     await settle(dash.recorder, dash.broker, dash.bridge)
     published = {a["id"]: a for a in alerts()}
+    assert len(published) == len(alerts()) == before + 1
     await page.wait_for_function(
         "n => document.querySelectorAll('#alerts li').length >= n",
         arg=len(published),
