@@ -30,7 +30,8 @@
     vehicles: new Map(),
     accounts: new Map(),
     alerts: [],
-    applied: [], // {seq, at, appliedAt, rows} per diff (the last 5,000)
+    applied: [], // {seq, at, appliedAt, drawnAt, rows, keys?} per diff (the last 5,000)
+    recordKeys: false, // the benchmark: which vehicles each diff carried
     history: new Map(), // key -> [[la, lo], ...] for watched keys
     watch(key) { if (!this.history.has(key)) this.history.set(key, []); },
     mapPoint(key) { return overlay ? overlay.pointOf(key) : null; },
@@ -658,12 +659,16 @@
 
   // --- the live channel -----------------------------------------------------------------------
   let renderQueued = false;
+  let undrawn = [];
   function queueRender() {
     if (renderQueued) return;
     renderQueued = true;
     requestAnimationFrame(() => {
       renderQueued = false;
-      overlay.redraw();
+      overlay._draw();
+      const now = Date.now() / 1000;
+      for (const entry of undrawn) entry.drawnAt = now;
+      undrawn = [];
       scheduleTable();
     });
   }
@@ -692,7 +697,10 @@
     $("login-open").hidden = canCommand || !config.public;
     if (!fleet.ready) {
       fleet.ready = true;
-      fleet.firstRenderMs = performance.now();
+      // After the frame that shows it has been painted (two animation frames on).
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        fleet.firstRenderMs = performance.now();
+      }));
     }
     if (selected) select(selected);
   }
@@ -707,7 +715,10 @@
     if (message.alerts.length) addAlerts(message.alerts.slice().reverse(), true);
     table.dirty = true;
     queueRender();
-    fleet.applied.push({ seq: message.seq, at: message.at, appliedAt: Date.now() / 1000, rows: message.vehicles.length });
+    const entry = { seq: message.seq, at: message.at, appliedAt: Date.now() / 1000, drawnAt: null, rows: message.vehicles.length };
+    if (fleet.recordKeys) entry.keys = message.vehicles.map((row) => row.k);
+    fleet.applied.push(entry);
+    undrawn.push(entry);
     if (fleet.applied.length > 5000) fleet.applied.splice(0, 1000);
     if (selected && message.vehicles.some((row) => row.k === selected)) {
       renderDetailFields(fleet.vehicles.get(selected));
