@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # No `*_created` series beside every counter: they double the page for nothing
 # a scraper of a long-running daemon needs (prometheus-client's switch is global).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PREFIX = "fleet_bridge"
 #: Seconds for the broker to acknowledge one batch: 1 ms (a state on loopback)
