@@ -190,10 +190,12 @@ def cmd_run(path: str, log_level: str | None, allow_readable: bool = False) -> i
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import run_demo
+    from bridge.demo import new_token, run_demo
     from bridge.logs import setup_logging
 
-    setup_logging(args.log_level or "warning")
+    # The dashboard's token is printed once, in the banner; never in a log line.
+    token = None if args.no_dashboard else new_token()
+    setup_logging(args.log_level or "warning", [token] if token else [])
 
     async def main(stop: asyncio.Event) -> None:
         await run_demo(
@@ -204,6 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             dashboard=not args.no_dashboard,
             http_port=args.http_port,
+            token=token,
         )
 
     _run_until_signal(main)

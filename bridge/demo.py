@@ -74,6 +74,11 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[None]:
 DASHBOARD_PORT = 8743
 
 
+def new_token() -> str:
+    """A dashboard token for one demo run."""
+    return secrets.token_urlsafe(24)
+
+
 def dashboard_section(port: int, token: str | None) -> dict[str, Any]:
     """The demo's `http:`: the dashboard on loopback, with a token made for this
     run (the demo's own credential, like the simulator's: printed, never logged)."""
@@ -194,11 +199,16 @@ async def run_demo(
     ready: asyncio.Event | None = None,
     dashboard: bool = True,
     http_port: int = DASHBOARD_PORT,
+    token: str | None = None,
 ) -> int:
-    """Run until `stop`; returns the MQTT port used."""
+    """Run until `stop`; returns the MQTT port used. `token`: the dashboard's
+    (default: one made now; the caller has it redacted from the logs)."""
     port = broker_port if broker_port and port_is_free(host, broker_port) else free_port(host)
     web_port = http_port if http_port and port_is_free(host, http_port) else free_port(host)
-    token = secrets.token_urlsafe(24) if dashboard else None
+    if dashboard and token is None:
+        token = new_token()
+    if not dashboard:
+        token = None
     with tempfile.TemporaryDirectory(prefix="fleet-bridge-demo-") as tmp:
         async with (
             SimulatorServer(vehicles=vehicles, speed=speed, host=host) as simulator,
