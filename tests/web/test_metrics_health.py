@@ -251,9 +251,10 @@ async def test_healthz_follows_the_broker_and_tells_quota_from_failure(
         assert fleetize.health.status.value == "degraded"
         assert await get(bridge, "healthz") == (200, "ok\n")
 
-        # Samsara fails for itself: 503, naming the account, not the error text.
+        # Samsara fails for itself (a 422: not retried, no hold): 503, naming the
+        # account, not the error text.
         samsara = bridge.pollers["samsara"]
-        simulator.samsara.fail_next(5, status=500)
+        simulator.samsara.fail_next(1, status=422)
         simulator.clock.advance(10)
         samsara.request_poll()
         await samsara.wait_polls(samsara.health.polls + 1)

@@ -86,6 +86,10 @@
   // --- login -------------------------------------------------------------------------
   function showLogin(message) {
     $("login").hidden = false;
+    if (!socket) {
+      $("link").dataset.state = "refused";
+      $("link").textContent = "not logged in";
+    }
     $("login-password-row").hidden = !config.login.password;
     $("login-token-row").hidden = !config.login.token;
     $("login-cancel").hidden = !config.public;
