@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -35,6 +35,9 @@ from bridge.providers import create_provider, default_budgets
 from bridge.quota import Quota
 from bridge.store import Store, StoreError
 from bridge.webhooks import WebhookReceiver, build_targets
+
+if TYPE_CHECKING:
+    from bridge.web.server import WebServer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -90,14 +93,23 @@ class Bridge:
             on_connect=self._on_connect,
             on_message=self._on_message,
         )
+        # The dashboard, /metrics and /healthz (bridge/web), when `http:` asks for them.
+        self.web: WebServer | None = None
+        if config.http.enabled:
+            from bridge.web.server import WebServer
+
+            self.web = WebServer(self, now=now, fatal=self._failed)
         self.publisher = Publisher(
-            self.link,
+            self.link if self.web is None else self.web.sink(self.link),
             self.topics,
             discovery=config.mqtt.discovery,
             discovery_mode=config.mqtt.discovery_mode,
             discovery_rate=config.mqtt.discovery_rate,
             unavailable=MqttUnavailableError,
         )
+        if self.web is not None:
+            self.publisher.on_alerts = self.web.hub.alerts_published
+        self.webhooks: WebhookReceiver | None = None
         self._info_sent: dict[str, Any] | None = None
         self._quota_sent: dict[str, dict[str, object]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -168,10 +180,14 @@ class Bridge:
                     now=self._now,
                 )
                 self._spawn(self._resume_commands())
-                receiver = await self._start_webhooks()
+                receiver = self.webhooks = await self._start_webhooks()
                 try:
+                    if self.web is not None:
+                        await self.web.start()
                     await self._serve(stop)
                 finally:
+                    if self.web is not None:
+                        await self.web.stop()
                     if receiver is not None:
                         await receiver.stop()
                 await self.commander.close()
@@ -291,6 +307,8 @@ class Bridge:
             # the guard against the bridge answering its own answers forever.
             _LOGGER.error("Not answering on %s: the bridge reads that topic", topic)
             return
+        if self.web is not None:
+            self.web.command_answered(command, response)
         item = (topic, encode(response), key)
         if not await self._deliver(item):
             self._outbox.append(item)
@@ -393,6 +411,8 @@ class Bridge:
     def _health_changed(self, poller: AccountPoller) -> None:
         # Fire and forget: health changes come from inside polls, which must not
         # wait on MQTT for a status line.
+        if self.web is not None:
+            self.web.account_changed(poller)
         if self.info() != self._info_sent:
             self._spawn(self._publish_info())
         report = poller.quota_report()

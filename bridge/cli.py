@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         "--mqtt-port", type=int, default=1883, help="broker port; a free one if taken (1883)"
     )
     demo.add_argument("--quiet", action="store_true", help="do not print each message")
+    demo.add_argument(
+        "--http-port", type=int, default=8743, help="dashboard port; a free one if taken (8743)"
+    )
+    demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
 
     sim = sub.add_parser("simulate", help="serve the provider simulators over HTTP")
     sim.add_argument("--host", default="127.0.0.1")
@@ -203,10 +207,12 @@ def cmd_run(path: str, log_level: str | None, allow_readable: bool = False) -> i
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import run_demo
+    from bridge.demo import new_token, run_demo
     from bridge.logs import setup_logging
 
-    setup_logging(args.log_level or "warning")
+    # The dashboard's token is printed once, in the banner; never in a log line.
+    token = None if args.no_dashboard else new_token()
+    setup_logging(args.log_level or "warning", [token] if token else [])
 
     async def main(stop: asyncio.Event) -> None:
         await run_demo(
@@ -215,6 +221,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             speed=args.speed,
             broker_port=args.mqtt_port,
             quiet=args.quiet,
+            dashboard=not args.no_dashboard,
+            http_port=args.http_port,
+            token=token,
         )
 
     _run_until_signal(main)

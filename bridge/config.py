@@ -656,6 +656,88 @@ class WebhooksConfig(_Model):
     accounts: dict[str, WebhookAccountConfig] = Field(default_factory=dict)
 
 
+#: OpenStreetMap's standard tiles; their usage policy asks for the attribution.
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+OSM_ATTRIBUTION = "© OpenStreetMap contributors"
+_TILE_FIELDS = ("{z}", "{x}", "{y}")
+
+
+class HttpConfig(_Model):
+    """The bridge's own web server: the dashboard, /metrics and /healthz (docs/dashboard.md)."""
+
+    # The live depot dashboard (map, vehicles, quota, alerts, commands).
+    dashboard: bool = False
+    # /metrics (Prometheus) and /healthz; also served whenever the dashboard is.
+    metrics: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8743
+    # Either or both: the token for scripts and links, the password for people.
+    token: SecretStr | None = None
+    password: SecretStr | None = None
+    # Viewing without logging in (commands still need the token or password).
+    dashboard_public: bool = False
+    # /metrics without a token (it holds counts and account ids, no secrets).
+    metrics_public: bool = True
+    # Map tiles ({z}/{x}/{y}, optionally {s}); "" draws the coordinate grid only.
+    tile_url: str = OSM_TILES
+    tile_attribution: str = OSM_ATTRIBUTION
+    # How long a login lasts, in hours.
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.dashboard or self.metrics
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _check_not_blank(value)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        _check_secret(value)
+        if len(value.get_secret_value()) < 16:
+            raise _invalid("must be at least 16 characters (e.g. `openssl rand -hex 16`)")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        _check_secret(value)
+        if len(value.get_secret_value()) < 8:
+            raise _invalid("must be at least 8 characters")
+        return value
+
+    @field_validator("tile_url")
+    @classmethod
+    def _tiles(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise _invalid('must be an http:// or https:// URL template, or "" for no tiles')
+        missing = [name for name in _TILE_FIELDS if name not in value]
+        if missing:
+            raise _invalid(f"must contain {', '.join(missing)} (e.g. {OSM_TILES})")
+        return value
+
+    @model_validator(mode="after")
+    def _login(self) -> HttpConfig:
+        if self.dashboard and not self.dashboard_public and not (self.token or self.password):
+            raise _invalid(
+                "the dashboard needs http.token or http.password "
+                "(or dashboard_public: true to show it without logging in)"
+            )
+        if not self.metrics_public and not self.token:
+            raise _invalid("metrics_public: false needs http.token (the scraper's bearer token)")
+        return self
+
+
 class BridgeConfig(_Model):
     """The whole daemon configuration."""
 
@@ -666,6 +748,7 @@ class BridgeConfig(_Model):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -674,7 +757,7 @@ class BridgeConfig(_Model):
         # (and validate them, so a relative store path is resolved too).
         if isinstance(data, dict):
             data = dict(data)
-            for section in ("mqtt", "store"):
+            for section in ("mqtt", "store", "http"):
                 if data.get(section, {}) is None:
                     data[section] = {}
             data.setdefault("store", {})
@@ -730,6 +813,7 @@ class BridgeConfig(_Model):
         """Every secret value in the config, for the logger to redact."""
         values: list[SecretStr | None] = [self.mqtt.password]
         values += [hook.secret for hook in self.webhooks.accounts.values()]
+        values += [self.http.token, self.http.password]
         for account in self.accounts:
             # Every SecretStr option of an account, whatever the provider calls it.
             values += [v for v in dict(account).values() if isinstance(v, SecretStr)]

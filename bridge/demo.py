@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -69,7 +70,29 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[None]:
         await broker.shutdown()
 
 
-def demo_config(broker_port: int, simulator: SimulatorServer, store: Path) -> BridgeConfig:
+#: The dashboard's port when free (the webhook receiver's default is 8742).
+DASHBOARD_PORT = 8743
+
+
+def new_token() -> str:
+    """A dashboard token for one demo run."""
+    return secrets.token_urlsafe(24)
+
+
+def dashboard_section(port: int, token: str | None) -> dict[str, Any]:
+    """The demo's `http:`: the dashboard on loopback, with a token made for this
+    run (the demo's own credential, like the simulator's: printed, never logged)."""
+    if token is None:
+        return {"dashboard": False}
+    return {"dashboard": True, "metrics": True, "port": port, "token": token}
+
+
+def demo_config(
+    broker_port: int,
+    simulator: SimulatorServer,
+    store: Path,
+    http: dict[str, Any] | None = None,
+) -> BridgeConfig:
     # The simulated clock runs fast: a day passes in hours, so nobody goes
     # "offline" for lack of reports in the demo.
     common = {"offline_after": 86400}
@@ -122,6 +145,7 @@ def demo_config(broker_port: int, simulator: SimulatorServer, store: Path) -> Br
             # The demo lets every command through, so the switches and buttons in
             # Home Assistant do something; a real config allows only what it needs.
             "commands": {"allow": [{"commands": ["*"]}]},
+            "http": http or {"dashboard": False},
         }
     )
 
@@ -173,15 +197,32 @@ async def run_demo(
     host: str = "127.0.0.1",
     quiet: bool = False,
     ready: asyncio.Event | None = None,
+    dashboard: bool = True,
+    http_port: int = DASHBOARD_PORT,
+    token: str | None = None,
 ) -> int:
-    """Run until `stop`; returns the MQTT port used."""
+    """Run until `stop`; returns the MQTT port used. `token`: the dashboard's
+    (default: one made now; the caller has it redacted from the logs)."""
     port = broker_port if broker_port and port_is_free(host, broker_port) else free_port(host)
+    web_port = http_port if http_port and port_is_free(host, http_port) else free_port(host)
+    if dashboard and token is None:
+        token = new_token()
+    if not dashboard:
+        token = None
     with tempfile.TemporaryDirectory(prefix="fleet-bridge-demo-") as tmp:
         async with (
             SimulatorServer(vehicles=vehicles, speed=speed, host=host) as simulator,
             embedded_broker(host, port),
         ):
-            config = demo_config(port, simulator, Path(tmp) / "demo.sqlite")
+            config = demo_config(
+                port, simulator, Path(tmp) / "demo.sqlite", dashboard_section(web_port, token)
+            )
+            # The link carries the token after '#': browsers never send that part.
+            web = (
+                [f"  dashboard    http://{host}:{web_port}/#token={token}  (this run's own token)"]
+                if token
+                else []
+            )
             taken = "" if port == broker_port else f" ({broker_port} was taken, so a free port)"
             print(
                 "\n".join(
@@ -192,6 +233,7 @@ async def run_demo(
                         f"Metrotec {len(simulator.metrotec_world)}, TrackSafe365 "
                         f"{len(simulator.tracksafe365_world)} vehicles; clock x{speed:g})",
                         f"  MQTT broker  {host}:{port}  (embedded){taken}",
+                        *web,
                         f"  watch it     mosquitto_sub -h {host} -p {port} -t 'fleet/#' -v",
                         f"  Home Assistant: add the MQTT integration with broker {host}, port "
                         f"{port}; vehicles appear as devices",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from bridge.errors import (
     ProviderAuthError,
@@ -155,12 +156,12 @@ class AccountPoller:
             if not pending:
                 return 0
             now = self.now().timestamp()
-            messages: list[tuple[str, bytes | str, bool]] = []
+            alerts: list[tuple[str, Any]] = []
             for claim in pending:
                 data = json.loads(claim.payload)
                 data["stale"] = now - claim.time > self.settings.alert_max_age
-                messages.append((claim.topic, encode(data), False))
-            if not await self.publisher.publish_events(messages):
+                alerts.append((claim.topic, data))
+            if not await self.publisher.publish_alerts(self.account, alerts):
                 return 0
             self.store.alerts_delivered(self.account, [claim.alert_id for claim in pending])
             return len(pending)

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -153,6 +153,8 @@ class Publisher:
         self._discovery_idle.set()
         # The form the broker holds, as its retained marker says (None: unknown).
         self._marked: str | None = None
+        #: Told of every alert as it is published (the dashboard's feed).
+        self.on_alerts: Callable[[str, list[dict[str, Any]]], None] | None = None
 
     # --- accounts ------------------------------------------------------------
     def register_account(
@@ -245,18 +247,20 @@ class Publisher:
     def alert_topic(self, account: str, vehicle_id: str) -> str:
         return self._topics.vehicle_alert(account, vehicle_id)
 
-    async def publish_events(self, messages: Sequence[Message]) -> bool:
-        """Events, not state (alerts): never retained, since a new subscriber
-        must not see yesterday's harsh braking as news, and not part of the
-        picture sent on reconnect. False when the broker did not take them: the
-        caller keeps them to send again."""
-        if not messages:
+    async def publish_alerts(self, account: str, alerts: Sequence[tuple[str, Any]]) -> bool:
+        """Alerts (topic, JSON) are events, not state: never retained, since a new
+        subscriber must not see yesterday's harsh braking as news, and not part
+        of the picture sent on reconnect. False when the broker did not take
+        them: the caller keeps them to send again."""
+        if not alerts:
             return True
         try:
-            await self._sink.publish_many(messages)
+            await self._sink.publish_many([(topic, encode(data), False) for topic, data in alerts])
         except self._unavailable as err:
-            _LOGGER.debug("MQTT unavailable, %d events kept: %s", len(messages), err)
+            _LOGGER.debug("MQTT unavailable, %d alerts kept: %s", len(alerts), err)
             return False
+        if self.on_alerts is not None:
+            self.on_alerts(account, [data for _topic, data in alerts])
         return True
 
     async def publish_json(self, topic: str, data: object, *, retain: bool) -> None:
