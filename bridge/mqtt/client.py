@@ -118,6 +118,9 @@ class MqttLink:
         self._lost_event = asyncio.Event()
         # Set once the republish after the latest (re)connection has been sent.
         self.announced = asyncio.Event()
+        # Set while the subscriptions of the current connection are in place
+        # (a command published before that is not seen: tests wait for it).
+        self.subscribed = asyncio.Event()
 
     async def publish(self, topic: str, payload: bytes | str, *, retain: bool) -> None:
         client = self._client
@@ -209,6 +212,7 @@ class MqttLink:
 
     def _lost(self) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         self._lost_event.set()
         self._client = None
 
@@ -252,6 +256,7 @@ class MqttLink:
             await client.publish(self._state_topic, ONLINE, qos=1, retain=True)
             for topic in self._subscriptions:
                 await client.subscribe(topic, qos=1)
+            self.subscribed.set()
             # The republish runs beside the message loop: Home Assistant's status
             # and commands must not wait behind thousands of retained messages.
             announce = (

@@ -68,6 +68,8 @@ async def running(
     task = asyncio.create_task(bridge.run(stop))
     async with asyncio.timeout(10):
         await bridge.started.wait()
+        # Commands a test publishes must find the bridge subscribed.
+        await bridge.link.subscribed.wait()
     try:
         yield bridge
     finally:

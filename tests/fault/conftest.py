@@ -187,6 +187,8 @@ async def running(config: BridgeConfig, sim: SimulatorServer) -> AsyncIterator[B
     task = asyncio.create_task(bridge.run(stop))
     async with asyncio.timeout(10):
         await bridge.started.wait()
+        # Commands a test publishes must find the bridge subscribed.
+        await bridge.link.subscribed.wait()
     fast(bridge)
     try:
         yield bridge
