@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--mqtt-port", type=int, default=1883, help="broker port; a free one if taken (1883)"
     )
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the broker and simulators listen on (127.0.0.1: this machine only; "
+        "0.0.0.0 for a Home Assistant elsewhere)",
+    )
     demo.add_argument("--quiet", action="store_true", help="do not print each message")
 
     sim = sub.add_parser("simulate", help="serve the provider simulators over HTTP")
@@ -197,6 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             vehicles=args.vehicles,
             speed=args.speed,
             broker_port=args.mqtt_port,
+            host=args.host,
             quiet=args.quiet,
         )
 
@@ -230,7 +237,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # What `run`, `check-config` and `demo` import beyond the core (the `daemon` extra).
-_DAEMON_MODULES = ("pydantic", "yaml", "paho.mqtt", "aiomqtt", "amqtt")
+_DAEMON_MODULES = ("pydantic", "yaml", "paho.mqtt", "aiomqtt")
 
 
 def _missing_daemon_modules() -> list[str]:
