@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--mqtt-port", type=int, default=1883, help="broker port; a free one if taken (1883)"
     )
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the broker and simulators listen on (127.0.0.1: this machine only; "
+        "0.0.0.0 for a Home Assistant elsewhere)",
+    )
     demo.add_argument("--quiet", action="store_true", help="do not print each message")
     demo.add_argument(
         "--http-port", type=int, default=8743, help="dashboard port; a free one if taken (8743)"
@@ -220,6 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             vehicles=args.vehicles,
             speed=args.speed,
             broker_port=args.mqtt_port,
+            host=args.host,
             quiet=args.quiet,
             dashboard=not args.no_dashboard,
             http_port=args.http_port,
@@ -256,7 +263,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # What `run`, `check-config` and `demo` import beyond the core (the `daemon` extra).
-_DAEMON_MODULES = ("pydantic", "yaml", "paho.mqtt", "aiomqtt", "amqtt")
+_DAEMON_MODULES = ("pydantic", "yaml", "paho.mqtt", "aiomqtt")
 
 
 def _missing_daemon_modules() -> list[str]:

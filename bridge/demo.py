@@ -1,8 +1,9 @@
 """`fleet-bridge demo`: simulators, an embedded broker and the bridge, in one process.
 
-Nothing to install beyond the package: the broker is amqtt (pure Python). Port 1883
-is used when free; users often run a broker there already, so the demo then takes
-a free port and says which.
+Nothing to install beyond the package: the broker is `bridge.demo_broker`, a small
+MQTT 3.1.1 broker of our own (why not amqtt: see that module). Port 1883 is used
+when free; users often run a broker there already, so the demo then takes a free
+port and says which. It listens on loopback unless `--host` says otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import aiomqtt
 
 from bridge.app import Bridge
 from bridge.config import BridgeConfig
+from bridge.demo_broker import DemoBroker
 from bridge.simulator.server import SimulatorServer
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,21 +55,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextlib.asynccontextmanager
 async def embedded_broker(host: str, port: int) -> AsyncIterator[None]:
-    from amqtt.broker import Broker  # imported here: only the demo needs it
-
-    broker = Broker(
-        {
-            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
-            },
-        }
-    )
-    await broker.start()
-    try:
+    async with DemoBroker(host, port):
         yield
-    finally:
-        await broker.shutdown()
 
 
 #: The dashboard's port when free (the webhook receiver's default is 8742).
@@ -79,12 +68,13 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def dashboard_section(port: int, token: str | None) -> dict[str, Any]:
-    """The demo's `http:`: the dashboard on loopback, with a token made for this
-    run (the demo's own credential, like the simulator's: printed, never logged)."""
+def dashboard_section(port: int, token: str | None, host: str = "127.0.0.1") -> dict[str, Any]:
+    """The demo's `http:`: the dashboard where the demo listens (loopback unless
+    `--host` says otherwise), with a token made for this run (the demo's own
+    credential, like the simulator's: printed, never logged)."""
     if token is None:
         return {"dashboard": False}
-    return {"dashboard": True, "metrics": True, "port": port, "token": token}
+    return {"dashboard": True, "metrics": True, "host": host, "port": port, "token": token}
 
 
 def demo_config(
@@ -92,13 +82,14 @@ def demo_config(
     simulator: SimulatorServer,
     store: Path,
     http: dict[str, Any] | None = None,
+    host: str = "127.0.0.1",
 ) -> BridgeConfig:
     # The simulated clock runs fast: a day passes in hours, so nobody goes
     # "offline" for lack of reports in the demo.
     common = {"offline_after": 86400}
     return BridgeConfig.model_validate(
         {
-            "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "fleet-bridge-demo"},
+            "mqtt": {"host": _local(host), "port": broker_port, "client_id": "fleet-bridge-demo"},
             "store": {"path": str(store)},
             "accounts": [
                 {
@@ -150,17 +141,31 @@ def demo_config(
     )
 
 
+def _local(host: str) -> str:
+    """Where the demo's own clients connect to a broker bound to `host`."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+
+
+def _text(payload: bytes) -> str:
+    """A payload as a person reads it: text as text, the rest as hex."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(payload)} bytes> {payload[:40].hex()}"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _summary(topic: str, payload: bytes) -> str:
     try:
         data: dict[str, Any] = json.loads(payload)
     except ValueError:
-        return f"{topic}  {payload[:80]!r}"
+        return f"{topic}  {_text(payload)}"
     if isinstance(data, dict) and "budgets" in data:
         left = data.get("calls_left_today")
         budget = "" if left is None else f"{left} API calls left today, "
         return f"{topic}  {budget}next poll {data.get('next_poll')} ({data.get('reason')})"
     if not isinstance(data, dict) or "name" not in data:
-        return f"{topic}  {payload[:80].decode(errors='replace')}"
+        return f"{topic}  {_text(payload)}"
     parts = [str(data["name"])]
     if data.get("speed_kmh") is not None:
         parts.append(f"{data['speed_kmh']:.0f} km/h")
@@ -173,17 +178,27 @@ def _summary(topic: str, payload: bytes) -> str:
     return f"{topic}  " + ", ".join(parts)
 
 
-async def _watch(host: str, port: int, base_topic: str) -> None:
-    """Print what the bridge publishes, the way a subscriber sees it."""
+async def _watch(host: str, port: int) -> None:
+    """Print every message on the broker, the way a `#` subscriber sees it
+    (discovery configs are summed up: hundreds of them would hide the rest)."""
     while True:
         try:
             async with aiomqtt.Client(host, port, identifier="fleet-bridge-demo-watch") as client:
-                # One subscription: overlapping ones would deliver messages twice.
-                await client.subscribe(f"{base_topic}/+/+", qos=0)
+                await client.subscribe("#", qos=0)
+                configs = 0
                 async for message in client.messages:
                     payload = message.payload
-                    if isinstance(payload, bytes) and payload:
-                        print(_summary(str(message.topic), payload), flush=True)
+                    topic = str(message.topic)
+                    if topic.startswith("homeassistant/") and topic.endswith("/config"):
+                        configs += 1
+                        if configs % 100 == 1:
+                            print(
+                                f"{topic}  (Home Assistant discovery, {configs} so far)", flush=True
+                            )
+                        continue
+                    print(
+                        _summary(topic, payload) if payload else f"{topic}  (cleared)", flush=True
+                    )
         except aiomqtt.MqttError:
             await asyncio.sleep(1)
 
@@ -215,7 +230,11 @@ async def run_demo(
             embedded_broker(host, port),
         ):
             config = demo_config(
-                port, simulator, Path(tmp) / "demo.sqlite", dashboard_section(web_port, token)
+                port,
+                simulator,
+                Path(tmp) / "demo.sqlite",
+                dashboard_section(web_port, token, host),
+                host,
             )
             # The link carries the token after '#': browsers never send that part.
             web = (
@@ -248,7 +267,7 @@ async def run_demo(
                 flush=True,
             )
             bridge = Bridge(config)
-            watcher = None if quiet else asyncio.create_task(_watch(host, port, "fleet"))
+            watcher = None if quiet else asyncio.create_task(_watch(_local(host), port))
             if ready is not None:
                 ready.set()
             try:

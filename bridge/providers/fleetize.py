@@ -430,16 +430,41 @@ def parse_location(value: Any) -> tuple[float, float] | None:
     return lat, lon
 
 
+class LenientJSONError(ValueError):
+    """An answer that is not JSON even read leniently; names the line."""
+
+
 def loads_lenient(text: str) -> Any:
-    """JSON that tolerates the trailing and doubled commas of FLEETIZE's examples."""
+    """JSON as FLEETIZE's documentation prints it, which is what an answer copied
+    from a browser looks like: trailing and doubled commas, no-break spaces
+    (U+00A0) as indentation, and a line of its own reading `...` where the
+    documentation elides the rest of an object. Anything else that is not JSON
+    raises `LenientJSONError` naming the line (of `text`) and what is on it."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
-    return json.loads(_drop_stray_commas(text))
+    cleaned = _drop_stray_commas(_drop_elisions(text))
+    try:
+        return json.loads(cleaned)
+    except json.JSONDecodeError as err:
+        # Elided lines are blanked, not removed: line numbers are the original's.
+        lines = text.splitlines()
+        shown = lines[err.lineno - 1].strip()[:80] if err.lineno <= len(lines) else ""
+        raise LenientJSONError(
+            f"not JSON at line {err.lineno} column {err.colno}: {err.msg} ({shown!r})"
+        ) from None
+
+
+def _drop_elisions(text: str) -> str:
+    """Blank the documentation's `...` lines (keeping the line count)."""
+    return "\n".join(
+        "" if line.replace("\u00a0", " ").strip() == "..." else line for line in text.split("\n")
+    )
 
 
 def _drop_stray_commas(text: str) -> str:
+    """Stray commas out, and no-break spaces outside strings read as spaces."""
     out: list[str] = []
     in_string = escaped = False
     for i, char in enumerate(text):
@@ -454,8 +479,10 @@ def _drop_stray_commas(text: str) -> str:
             continue
         if char == '"':
             in_string = True
+        elif char == "\u00a0":
+            char = " "
         elif char == ",":
-            rest = text[i + 1 :].lstrip()
+            rest = text[i + 1 :].replace("\u00a0", " ").lstrip()
             previous = "".join(out).rstrip()[-1:]
             # A comma before a closer, after an opener, or after another comma.
             if rest[:1] in ("}", "]", ",") or previous in ("{", "[", ","):

@@ -13,6 +13,7 @@ import email.utils
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,24 @@ _LOGGER = logging.getLogger(__name__)
 USER_AGENT = f"fleet-telematics-bridge/{__version__}"
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# Query parameters whose values never reach a log line (FLEETIZE's apitoken, the
+# deprecated TrackSafe365 ?api_key=, signed media URLs ...).
+_SECRET_PARAMS = ("token", "key", "secret", "password", "signature", "auth", "credential")
+
+
+def redact_url(url: URL, params: Mapping[str, str] | None = None) -> str:
+    """The URL (with `params` merged) as it may be logged: no user info, and the
+    value of every query parameter that looks like a credential replaced."""
+    if params:
+        url = url.update_query(params)
+    if url.user or url.password:
+        url = url.with_user(None)
+    query = [
+        (name, "***" if any(word in name.lower() for word in _SECRET_PARAMS) else value)
+        for name, value in url.query.items()
+    ]
+    return str(url.with_query(query) if query else url)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -213,6 +232,42 @@ class HttpClient:
         params: Mapping[str, str] | None,
         json_body: Any,
         form: Mapping[str, str] | None = None,
+    ) -> Response:
+        started = time.monotonic()
+        try:
+            response = await self._exchange(method, url, headers, params, json_body, form)
+        except ProviderConnectionError as err:
+            if _LOGGER.isEnabledFor(logging.DEBUG):
+                _LOGGER.debug(
+                    "%s: %s %s failed after %.0f ms: %s",
+                    self.provider,
+                    method,
+                    redact_url(url, params),
+                    (time.monotonic() - started) * 1000,
+                    err,
+                )
+            raise
+        if _LOGGER.isEnabledFor(logging.DEBUG):
+            # Bodies are never logged: a form carries FLEETIZE's token and
+            # Telemax's API key, headers carry bearer tokens.
+            _LOGGER.debug(
+                "%s: %s %s -> %d in %.0f ms",
+                self.provider,
+                method,
+                redact_url(url, params),
+                response.status,
+                (time.monotonic() - started) * 1000,
+            )
+        return response
+
+    async def _exchange(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        form: Mapping[str, str] | None,
     ) -> Response:
         try:
             async with (

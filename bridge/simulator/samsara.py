@@ -7,12 +7,14 @@ call, cursors that expire, 150 requests per second per token answered with 429 a
 a fractional `Retry-After`, and 5xx bodies that are plain text, not JSON.
 
 Camera stills: `POST /cameras/media/retrieval` with `{vehicleId, startTime,
-endTime, inputs: [dashcamRoadFacing|dashcamDriverFacing|analog], mediaType:
+endTime, inputs: [dashcamRoadFacing|dashcamDriverFacing|analog1..4], mediaType:
 "image"}` answers 200 `{"data": {"retrievalId"}}`; `GET /cameras/media/retrieval
-?retrievalId=` answers `{"data": {"media": [...]}}`, each entry `requested` for
-`media_requested_s` (5) simulated seconds, then `pending` until `media_ready_s`
-(30) after the request, then `available` with `urlInfo: {url, urlExpiryTime}`
-(or `invalid`: see `samsara_json`). Each poll signs a fresh URL that expires 8
+?retrievalId=` answers `{"data": {"media": [...]}}`, each entry `pending` until
+`media_ready_s` (30) simulated seconds after the request (the first
+`media_requested_s` (5) of them not yet picked up by the device), then
+`available` with `urlInfo: {url, urlExpiryTime}` (or `invalid` from the 5th
+second: see `samsara_json`). The create answer is `{"data": {"retrievalId",
+"quotaStatus"}}`. Each poll signs a fresh URL that expires 8
 simulated hours later; the simulator serves it itself (`/samsara/media/...`, no
 token: a signed S3 URL's stand-in, answering S3's 403 XML once expired). Limits
 per token, on top of the 150/s: create 100 per minute, status 5 per second (as
@@ -53,12 +55,14 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiMapping
 
 from bridge.simulator.cursor import CursorCodec, CursorError
 from bridge.simulator.samsara_json import (
     AVAILABLE,
     FEED_TYPES,
     MEDIA_INPUTS,
+    QUOTA_STATUS,
     SNAPSHOT_KEYS,
     MediaRetrieval,
     camera_inputs,
@@ -153,6 +157,12 @@ class SamsaraSim:
         self.safety = SafetyJournal(world)
         self.safety_limiter = SlidingWindowLimiter(SAFETY_STREAM_PER_S, 1.0, clock=monotonic)
         self.safety_cursors = CursorCodec()
+        # createdAtTime of each vehicle: the first fleet was set up a year and a
+        # bit before the simulation starts; vehicles added later, when first listed.
+        start = world.clock.now_ms() // 1000 * 1000
+        self._created_ms = {
+            v.vehicle_id: start - (365 + v.seq) * 86_400_000 for v in world.vehicles()
+        }
 
     # --- switches for tests -------------------------------------------------
     @property
@@ -260,7 +270,11 @@ class SamsaraSim:
         (after,) = self._cursor(request.query, "vehicles", 1) or (0,)
         page, has_next = _take(self.world.vehicles_after(after), limit)
         cursor = self.cursors.encode("vehicles", page[-1].seq) if has_next else ""
-        return _page([vehicle_json(v) for v in page], cursor, has_next)
+        now = self.world.clock.now_ms() // 1000 * 1000
+        created = [self._created_ms.setdefault(v.vehicle_id, now) for v in page]
+        return _page(
+            [vehicle_json(v, at) for v, at in zip(page, created, strict=True)], cursor, has_next
+        )
 
     async def _stats_snapshot(self, request: web.Request) -> web.Response:
         types = _types(request.query)
@@ -345,7 +359,9 @@ class SamsaraSim:
             shade=(vehicle.seq * 11 + len(self.retrievals) * 7) % 61 - 30,
         )
         self.retrievals[retrieval.retrieval_id] = retrieval
-        return web.json_response({"data": {"retrievalId": retrieval.retrieval_id}})
+        return web.json_response(
+            {"data": {"retrievalId": retrieval.retrieval_id, "quotaStatus": QUOTA_STATUS}}
+        )
 
     async def _retrieval_status(self, request: web.Request) -> web.Response:
         key = request.query.get("retrievalId")
@@ -490,8 +506,14 @@ class SamsaraSim:
             raise _ApiError(400, CURSOR_MESSAGE) from None
 
 
-def _types(query: Mapping[str, str]) -> StatTypes:
-    names = list(dict.fromkeys(t.strip() for t in query.get("types", "").split(",") if t.strip()))
+def _types(query: MultiMapping[str]) -> StatTypes:
+    # Both spellings Samsara takes: `types=a,b,c` (the reference's) and
+    # `types=a&types=b&types=c` (what its own SDK sends).
+    names = list(
+        dict.fromkeys(
+            t.strip() for raw in query.getall("types", []) for t in raw.split(",") if t.strip()
+        )
+    )
     if not names:
         raise _ApiError(400, "Parameter 'types' is required")
     if len(names) > MAX_TYPES:

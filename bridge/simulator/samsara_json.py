@@ -3,12 +3,15 @@
 Speeds are served in mph and odometers in metres, as Samsara does; the world
 itself keeps km/h.
 
-Camera media retrievals (`MediaRetrieval`) answer with Samsara's media statuses:
-`requested` (the device has not picked the request up yet), `pending` (it is
-uploading), then `available` with `urlInfo` and `availableAtTime`, or `invalid`
-(the device has no such input: no vehicle has an analog camera, and every fourth
-has no driver-facing one). NOTES.md says "until status is done": Samsara's
-vocabulary for done is `available`.
+Camera media retrievals (`MediaRetrieval`) answer with the media statuses of
+Samsara's API reference (`available`, `invalid`, `pending`, `failed`,
+`unavailable`): `pending` while the device has not picked the request up and
+while it uploads, then `available` with `urlInfo` and `availableAtTime`, or
+`invalid` once the device answered that it has no such input (no vehicle has an
+analog camera, and every fourth has no driver-facing one). NOTES.md says "until
+status is done": Samsara's vocabulary for done is `available`. The create
+answer carries `quotaStatus` (required by the reference, its text is a guess:
+docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -63,11 +66,15 @@ def vehicle_ref(vehicle: SimVehicle) -> dict[str, Any]:
     }
 
 
-def vehicle_json(vehicle: SimVehicle) -> dict[str, Any]:
-    """One entry of `GET /fleet/vehicles`."""
+def vehicle_json(vehicle: SimVehicle, created_ms: int) -> dict[str, Any]:
+    """One entry of `GET /fleet/vehicles` (`VehicleResponseObjectResponseBody` of
+    Samsara's API reference: `id` and `createdAtTime` are required)."""
     identity = vehicle.identity
     return {
         "id": identity.vehicle_id,
+        "createdAtTime": format_time(created_ms),
+        # Nothing edits a simulated vehicle: updated when it was created.
+        "updatedAtTime": format_time(created_ms),
         "name": identity.name,
         "vin": identity.vin,
         "licensePlate": identity.plate,
@@ -105,8 +112,20 @@ def gps_json(sample: Sample[Fix]) -> dict[str, Any]:
 
 # --- camera media retrieval ------------------------------------------------------
 
-MEDIA_INPUTS = ("dashcamRoadFacing", "dashcamDriverFacing", "analog")
-REQUESTED, PENDING, AVAILABLE, INVALID = "requested", "pending", "available", "invalid"
+# The inputs of Samsara's API reference (MediaObjectResponseBodyInput).
+MEDIA_INPUTS = (
+    "dashcamRoadFacing",
+    "dashcamDriverFacing",
+    "analog1",
+    "analog2",
+    "analog3",
+    "analog4",
+)
+PENDING, AVAILABLE, INVALID = "pending", "available", "invalid"
+#: `quotaStatus` of a create answer. The reference requires the field and says the
+#: quota is counted in seconds of high-resolution video (10 stills = 1 s) and
+#: reset monthly; the text itself is a guess.
+QUOTA_STATUS = "Quota remaining: 36000 seconds of high-resolution video this month"
 
 
 def camera_inputs(vehicle: SimVehicle) -> frozenset[str]:
@@ -125,14 +144,14 @@ class MediaRetrieval:
     inputs: tuple[str, ...]
     start_ms: int
     end_ms: int
-    pending_ms: int  # requested -> pending: the device picked the request up
+    pending_ms: int  # the device picked the request up (and knows its inputs)
     available_ms: int  # pending -> available: the image is uploaded
     has: frozenset[str]  # the inputs the device has
     shade: int
 
     def status(self, media_input: str, now_ms: int) -> str:
         if now_ms < self.pending_ms:
-            return REQUESTED
+            return PENDING  # not picked up yet: nobody knows the inputs yet
         if media_input not in self.has:
             return INVALID
         return PENDING if now_ms < self.available_ms else AVAILABLE

@@ -1,0 +1,5 @@
+"""Fixtures for the documentation's own tests."""
+
+from tests.support.mqtt import mosquitto, recorder
+
+__all__ = ["mosquitto", "recorder"]
