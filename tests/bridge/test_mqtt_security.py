@@ -115,7 +115,10 @@ async def test_a_wrong_password_is_retried_and_never_logged(
     wrong = "wrong-password-do-not-log"
     config = tls_config(tmp_path, tls_port, simulator, certificates, wrong)
     caplog.set_level(logging.DEBUG)
-    async with record(broker.host, broker.port) as recorder, running(config) as bridge:
+    async with (
+        record(broker.host, broker.port) as recorder,
+        running(config, subscribed=False) as bridge,
+    ):
         async with asyncio.timeout(15):
             await bridge.link.attempt_failed.wait()
         assert not bridge.link.connected.is_set()
