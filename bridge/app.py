@@ -313,11 +313,23 @@ class Bridge:
             request = parse_request(command, payload)
             if command == "refresh":
                 response = await self._refresh(request)
+            elif command == "republish":
+                response = await self._republish(request)
             else:
                 raise RequestError("command", f"unknown command '{command[:50]}'")
         except RequestError as err:
             response = requests.error(transaction_of(payload), str(err), field=err.field)
         await self._send_response(command[:50] or "unknown", response, None)
+
+    async def _republish(self, request: Request) -> dict[str, Any]:
+        """`republish`: discovery and every retained state again, for a broker that
+        lost them (what a reconnection sends; discovery follows at its pace)."""
+        no_extra(dict(request.body))
+        await self._on_connect()
+        vehicles = sum(len(self.publisher.states(name)) for name in self.pollers)
+        return requests.ok(
+            request.transaction, {"accounts": len(self.pollers), "vehicles": vehicles}
+        )
 
     async def _refresh(self, request: Request) -> dict[str, Any]:
         body = dict(request.body)

@@ -167,6 +167,7 @@ def test_account_quota_sensors_pass_home_assistant_validation(has_daily_budget):
         )
     )
     keys = {m.topic.split("/")[-2] for m in messages}
-    assert keys == ({"calls_left_today", "next_poll"} if has_daily_budget else {"next_poll"})
+    always = {"next_poll", "republish"}
+    assert keys == (always | {"calls_left_today"} if has_daily_budget else always)
     for message in messages:
         assert ha_problems(message) == [], message.topic
