@@ -27,7 +27,7 @@ try:
     # Home Assistant 2026.x validates with probatio (voluptuous's API; `voluptuous`
     # is an alias of it there): typed against what Home Assistant expects.
     import probatio as vol  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # older Home Assistant: voluptuous itself
+except ImportError:  # older Home Assistant: voluptuous itself  # ha-lane: 2024.3 2025.4
     import voluptuous as vol  # type: ignore[import-untyped,no-redef,unused-ignore]
 from homeassistant.config_entries import (
     ConfigEntry,
@@ -97,7 +97,7 @@ try:  # Home Assistant 2024.4 and later type flow results per flow kind.
     from homeassistant.config_entries import (  # type: ignore[attr-defined,unused-ignore]
         ConfigFlowResult,
     )
-except ImportError:  # 2024.3
+except ImportError:  # 2024.3  # ha-lane: 2024.3
     from homeassistant.data_entry_flow import (  # type: ignore[assignment,unused-ignore]
         FlowResult as ConfigFlowResult,
     )
@@ -295,25 +295,25 @@ def credentials_schema(
         )
     if url:
         url_field = vol.Optional(CONF_URL, description=_suggested(current.get(CONF_URL)))
-        if ADVANCED_MODE_DEPRECATED:
+        if ADVANCED_MODE_DEPRECATED:  # ha-lane: newest
             # No advanced mode any more: a collapsed section keeps it out of the way.
             from homeassistant.data_entry_flow import section
 
             fields[vol.Optional(SECTION_ADVANCED)] = section(
                 vol.Schema({url_field: _text(TextSelectorType.URL)}), {"collapsed": True}
             )
-        else:
+        else:  # ha-lane: 2024.3 2025.4
             fields[url_field] = _text(TextSelectorType.URL)
     return vol.Schema(fields)
 
 
 def flat(user_input: dict[str, Any] | None) -> dict[str, Any] | None:
     """The form's input with the advanced section's fields at the top level."""
-    if user_input is None or SECTION_ADVANCED not in user_input:
-        return user_input
-    flattened = {k: v for k, v in user_input.items() if k != SECTION_ADVANCED}
-    flattened.update(user_input[SECTION_ADVANCED] or {})
-    return flattened
+    if user_input is not None and SECTION_ADVANCED in user_input:  # ha-lane: newest
+        flattened = {k: v for k, v in user_input.items() if k != SECTION_ADVANCED}
+        flattened.update(user_input[SECTION_ADVANCED] or {})
+        return flattened
+    return user_input
 
 
 def _secrets_schema(names: list[str]) -> vol.Schema:
