@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -36,8 +37,8 @@ from bridge.quota import Quota
 from bridge.store import Store, StoreError
 from bridge.webhooks import WebhookReceiver, build_targets
 
-if TYPE_CHECKING:
-    from bridge.web.server import WebServer
+# The command results of a vehicle kept retained (`<base>/<account>/<vehicle>/<kind>`).
+_RETAINED_RESULTS = ("lights", "snapshot", "snapshot/url")
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Bridge:
                 self.topics.bridge_discovery,
                 self.topics.bridge_request("#"),
                 self.topics.set_wildcard,
+                # Our own retained command results from an earlier run (issue 13).
+                *(f"{self.topics.base}/+/+/{kind}" for kind in _RETAINED_RESULTS),
             ],
             on_connect=self._on_connect,
             on_message=self._on_message,
@@ -289,6 +292,8 @@ class Bridge:
             else:
                 self._spawn(self._answer(name, payload))
             return
+        if self._learn_retained(topic, payload):
+            return
         target = self.topics.set_target(topic)
         if target is not None:
             self._spawn(self.commander.set(*target, payload))
@@ -339,6 +344,8 @@ class Bridge:
             request = parse_request(command, payload)
             if command == "refresh":
                 response = await self._refresh(request)
+            elif command == "republish":
+                response = await self._republish(request)
             else:
                 raise RequestError("command", f"unknown command '{command[:50]}'")
         except RequestError as err:
@@ -351,6 +358,37 @@ class Bridge:
                 transaction_of(payload), f"command: failed: internal error ({type(err).__name__})"
             )
         await self._send_response(command[:50] or "unknown", response, None)
+
+    def _learn_retained(self, topic: str, payload: bytes) -> bool:
+        """A lights or snapshot result the broker kept from an earlier run: the
+        commander sends it again after a broker restart that loses it (before,
+        only this run's results were, and a bridge restart forgot them)."""
+        depth = len(self.topics.base.split("/"))
+        levels = topic.split("/")
+        if levels[depth : depth + 1] == ["bridge"]:  # `bridge/response/lights` is no vehicle
+            return False
+        suffix = "/".join(levels[depth + 2 :])
+        if suffix not in _RETAINED_RESULTS or not topic.startswith(f"{self.topics.base}/"):
+            return False
+        commander: Commander | None = getattr(self, "commander", None)
+        try:
+            data = json.loads(payload) if payload else None
+        except ValueError:
+            data = None
+        if commander is not None and isinstance(data, dict):
+            commander.retained.setdefault(topic, data)  # this run's own are newer
+        return True
+
+    async def _republish(self, request: Request) -> dict[str, Any]:
+        """`republish`: discovery and every retained state again, for a broker that
+        lost them (what a reconnection sends; discovery follows at its pace)."""
+        no_extra(dict(request.body))
+        await self.link.publish(self.topics.bridge_state, ONLINE, retain=True)
+        await self._on_connect()
+        vehicles = sum(len(self.publisher.states(name)) for name in self.pollers)
+        return requests.ok(
+            request.transaction, {"accounts": len(self.pollers), "vehicles": vehicles}
+        )
 
     async def _refresh(self, request: Request) -> dict[str, Any]:
         body = dict(request.body)

@@ -42,6 +42,7 @@ from bridge.mqtt.commands import (
     parse_command,
     parse_set,
 )
+from bridge.mqtt.discovery import snapshot_url_topic
 from bridge.mqtt.requests import Request, RequestError, parse_request, transaction_of
 from bridge.mqtt.topics import Topics, topic_level
 from bridge.poller import AccountPoller
@@ -476,6 +477,10 @@ class Commander:
                     "error": result.error,
                 },
             )
+            if result.data.get("url"):
+                # The image entity's own topic: only ever a URL (never pending/failed).
+                url_topic = snapshot_url_topic(self._topics, account, vid)
+                await self._publish_retained(poller, url_topic, {"url": result.data["url"]})
         elif result.status is not CommandStatus.FAILED:
             # The active-tasks sensor follows at the next poll.
             poller.request_poll()

@@ -50,14 +50,33 @@ def _switchable(key: str) -> str:
     )
 
 
-# The device tracker takes its fix from JSON attributes; with no fix yet it gets
-# none, so Home Assistant shows it as unknown rather than at 0,0.
+# The device tracker takes its fix from JSON attributes. Without a fix it must
+# show "unknown", not the last place: Home Assistant 2026.2 and later keep the
+# last location unless the attributes name `latitude`/`longitude`, and log a
+# warning whenever they are not numbers. So a lost fix sends them as null once,
+# while the entity still shows a location (`this`), and `{}` afterwards: one
+# warning when a position is lost, none on every update. (Before 2026.2 the
+# attributes replace the location wholesale: `{}` alone clears it.)
 _TRACKER_ATTRIBUTES = (
-    "{% if value_json.latitude is none or value_json.longitude is none %}{}"
+    "{% if value_json.latitude is none or value_json.longitude is none %}"
+    "{% if this.attributes.latitude is defined and this.attributes.latitude is not none %}"
+    '{"latitude": null, "longitude": null}{% else %}{}{% endif %}'
     "{% else %}{{ {'latitude': value_json.latitude, 'longitude': value_json.longitude, "
     "'gps_accuracy': value_json.gps_accuracy or 0, 'heading': value_json.heading, "
     "'address': value_json.address, 'position_time': value_json.position_time} "
     "| tojson }}{% endif %}"
+)
+
+# Seconds since the provider's last report. The sensor reads its state from the
+# account's quota topic, which the bridge sends again after every poll, so the
+# age grows while a vehicle is silent (a template on the vehicle's own topic would
+# stop at its last message, and stale data would pass for live); the vehicle's
+# last report reaches it as an attribute from the vehicle's topic.
+_DATA_AGE = (
+    "{% set seen = this.attributes.last_seen | default(none) %}"
+    "{% if seen is none %}None"
+    "{% else %}{{ [0, (now() - as_datetime(seen)).total_seconds()] | max | round(0) | int }}"
+    "{% endif %}"
 )
 
 
@@ -224,6 +243,7 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
             "state_class": "measurement",
             "suggested_display_precision": 2,
             "entity_category": "diagnostic",
+            "enabled_by_default": False,
             "value_template": _nullable("device_battery_voltage"),
         },
     ),
@@ -319,7 +339,9 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
         component="image",
         requires=frozenset({Capability.SNAPSHOT}),
         name="Dashcam snapshot",
-        topics=(("url_topic", "snapshot"), ("json_attributes_topic", "snapshot")),
+        # Its own retained topic carries only URLs (a pending or failed snapshot
+        # never reaches it): Home Assistant logs every non-URL it is given there.
+        topics=(("url_topic", "snapshot_url"), ("json_attributes_topic", "snapshot")),
         config={
             "url_template": "{{ value_json.url }}",
             "json_attributes_template": (
@@ -364,8 +386,27 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
         config={
             "device_class": "timestamp",
             "entity_category": "diagnostic",
+            "enabled_by_default": False,
             "value_template": _nullable("last_seen"),
         },
+    ),
+    EntityDescription(
+        key="data_age",
+        component="sensor",
+        name="Data age",
+        topics=(("state_topic", "quota"), ("json_attributes_topic", "state")),
+        config={
+            "device_class": "duration",
+            "unit_of_measurement": "s",
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "enabled_by_default": False,
+            "icon": "mdi:timer-sand",
+            "value_template": _DATA_AGE,
+            "json_attributes_template": "{{ {'last_seen': value_json.last_seen} | tojson }}",
+        },
+        # Most telling while the vehicle is silent: it stays available.
+        vehicle_availability=False,
     ),
     EntityDescription(
         key="ignition",
@@ -404,6 +445,12 @@ ENTITY_DESCRIPTIONS: tuple[EntityDescription, ...] = (
 class DiscoveryMessage:
     topic: str
     payload: dict[str, Any]
+
+
+def snapshot_url_topic(topics: Topics, account: str, vehicle_id: str) -> str:
+    """The retained URL of a vehicle's last confirmed snapshot (`{"url": ...}`),
+    the image entity's own topic: nothing but a URL is ever sent there."""
+    return f"{topics.vehicle_snapshot(account, vehicle_id)}/url"
 
 
 def device_identifier(account: str, vehicle_id: str) -> str:
@@ -470,6 +517,8 @@ def _vehicle_entities(
             "set": topics.vehicle_set(account, vehicle.vehicle_id),
             "lights": topics.vehicle_lights(account, vehicle.vehicle_id),
             "snapshot": topics.vehicle_snapshot(account, vehicle.vehicle_id),
+            "snapshot_url": snapshot_url_topic(topics, account, vehicle.vehicle_id),
+            "quota": topics.account_quota(account),
             "alert": topics.vehicle_alert(account, vehicle.vehicle_id),
         }
         for option, kind in description.topics:
@@ -586,7 +635,25 @@ def account_discovery(
             "name": "Next poll",
             "unique_id": f"{node}_next_poll",
             "device_class": "timestamp",
+            "enabled_by_default": False,
             "value_template": _nullable("next_poll"),
+        },
+    )
+    # After a broker lost its retained messages (a wiped or replaced broker):
+    # discovery and every retained state again, as `fleet/bridge/request/republish`.
+    yield DiscoveryMessage(
+        topics.discovery("button", node, "republish"),
+        {
+            "device": device,
+            "origin": ORIGIN,
+            # Works while the account is stopped: only the bridge must be up.
+            "availability": [{"topic": topics.bridge_state}],
+            "name": "Republish to MQTT",
+            "unique_id": f"{node}_republish",
+            "entity_category": "config",
+            "icon": "mdi:broadcast",
+            "command_topic": topics.bridge_request("republish"),
+            "payload_press": "{}",
         },
     )
 
@@ -603,8 +670,8 @@ def account_device_discovery(
         payload = dict(message.payload)
         device = payload.pop("device")
         del payload["origin"]
-        key = message.topic.rsplit("/", 2)[-2]
-        components[key] = {"p": "sensor", **payload}
+        component, _node, key = message.topic.rsplit("/", 4)[-4:-1]
+        components[key] = {"p": component, **payload}
     return DiscoveryMessage(
         topics.device_discovery(account_device_identifier(account)),
         {"dev": device, "o": ORIGIN, "cmps": components},
@@ -617,5 +684,6 @@ def account_discovery_topics(topics: Topics, account: str) -> list[str]:
     return [
         topics.discovery("sensor", node, "calls_left_today"),
         topics.discovery("sensor", node, "next_poll"),
+        topics.discovery("button", node, "republish"),
         topics.device_discovery(node),
     ]

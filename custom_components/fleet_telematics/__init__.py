@@ -16,7 +16,7 @@ from homeassistant.helpers.typing import ConfigType
 from .account import build_client, cadence_for
 from .const import DOMAIN, ISSUE_TOKEN_BLOCKED
 from .coordinator import FleetCoordinator, FleetRuntime, runtime
-from .entity import vehicle_id_of
+from .entity import async_register_account_device, vehicle_id_of
 from .services import async_setup_services
 from .store import async_get_store
 
@@ -48,6 +48,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
 
     coordinator = FleetCoordinator(hass, entry, provider, quota, store, cadence_for(entry.options))
     coordinator.restore()
+    coordinator.account_device = async_register_account_device(coordinator)
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = FleetRuntime(coordinator)  # type: ignore[attr-defined,unused-ignore]
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))

@@ -23,7 +23,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import voluptuous as vol  # type: ignore[import-untyped,unused-ignore]
+try:
+    # Home Assistant 2026.x validates with probatio (voluptuous's API; `voluptuous`
+    # is an alias of it there): typed against what Home Assistant expects.
+    import probatio as vol  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # older Home Assistant: voluptuous itself  # ha-lane: 2024.3 2025.4
+    import voluptuous as vol  # type: ignore[import-untyped,no-redef,unused-ignore]
 from homeassistant.config_entries import (
     ConfigEntry,
     ConfigEntryState,
@@ -70,6 +75,7 @@ from .account import (
     names_the_account,
     settings_for,
 )
+from .compat import ADVANCED_MODE_DEPRECATED
 from .const import (
     CONF_ADAPTIVE,
     CONF_INTERVAL,
@@ -91,7 +97,7 @@ try:  # Home Assistant 2024.4 and later type flow results per flow kind.
     from homeassistant.config_entries import (  # type: ignore[attr-defined,unused-ignore]
         ConfigFlowResult,
     )
-except ImportError:  # 2024.3
+except ImportError:  # 2024.3  # ha-lane: 2024.3
     from homeassistant.data_entry_flow import (  # type: ignore[assignment,unused-ignore]
         FlowResult as ConfigFlowResult,
     )
@@ -255,6 +261,10 @@ def _suggested(value: Any) -> dict[str, Any] | None:
     return {"suggested_value": value} if value else None
 
 
+# The collapsed section that holds the server URL where advanced mode is gone.
+SECTION_ADVANCED = "advanced"
+
+
 def credentials_schema(
     spec: ProviderSpec,
     *,
@@ -284,10 +294,26 @@ def credentials_schema(
             )
         )
     if url:
-        fields[vol.Optional(CONF_URL, description=_suggested(current.get(CONF_URL)))] = _text(
-            TextSelectorType.URL
-        )
+        url_field = vol.Optional(CONF_URL, description=_suggested(current.get(CONF_URL)))
+        if ADVANCED_MODE_DEPRECATED:  # ha-lane: newest
+            # No advanced mode any more: a collapsed section keeps it out of the way.
+            from homeassistant.data_entry_flow import section
+
+            fields[vol.Optional(SECTION_ADVANCED)] = section(
+                vol.Schema({url_field: _text(TextSelectorType.URL)}), {"collapsed": True}
+            )
+        else:  # ha-lane: 2024.3 2025.4
+            fields[url_field] = _text(TextSelectorType.URL)
     return vol.Schema(fields)
+
+
+def flat(user_input: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The form's input with the advanced section's fields at the top level."""
+    if user_input is not None and SECTION_ADVANCED in user_input:  # ha-lane: newest
+        flattened = {k: v for k, v in user_input.items() if k != SECTION_ADVANCED}
+        flattened.update(user_input[SECTION_ADVANCED] or {})
+        return flattened
+    return user_input
 
 
 def _secrets_schema(names: list[str]) -> vol.Schema:
@@ -308,6 +334,12 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
     @callback
     def async_get_options_flow(config_entry: ConfigEntry) -> FleetOptionsFlow:
         return FleetOptionsFlow(config_entry)
+
+    def _offers_url(self) -> bool:
+        """The server URL field (the simulators, a proxy) is for advanced users:
+        shown in advanced mode, or in a collapsed section where that mode is gone
+        (its deprecated flag then always answers yes)."""
+        return ADVANCED_MODE_DEPRECATED or bool(self.show_advanced_options)
 
     # --- a new account --------------------------------------------------------------
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -335,7 +367,7 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         placeholders = {"provider": spec.title}
         if user_input is not None:
-            data, errors = collect(spec, user_input)
+            data, errors = collect(spec, flat(user_input) or {})
             if not errors:
                 # Saves a call of the quota (FLEETIZE: one of 100 a day).
                 if any(
@@ -350,7 +382,7 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
                     return await self._async_create(spec, data, uid, key)
                 errors = {"base": error}
                 placeholders.update(extra)
-        schema = credentials_schema(spec, url=self.show_advanced_options)
+        schema = credentials_schema(spec, url=self._offers_url())
         return self.async_show_form(
             step_id="credentials",
             data_schema=self.add_suggested_values_to_schema(schema, user_input),
@@ -453,7 +485,7 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         placeholders = {"title": entry.title, "provider": spec.title}
         if user_input is not None:
-            data, errors = collect(spec, user_input, entry.data)
+            data, errors = collect(spec, flat(user_input) or {}, entry.data)
             if not errors:
                 result = await self._async_revalidate(
                     entry, data, REASON_RECONFIGURE, errors, placeholders
@@ -461,7 +493,7 @@ class FleetConfigFlow(ConfigFlow, domain=DOMAIN):
                 if result is not None:
                     return result
         # An entry on another server keeps the field, or it could not be cleared.
-        url = self.show_advanced_options or CONF_URL in entry.data
+        url = self._offers_url() or CONF_URL in entry.data
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=credentials_schema(spec, url=url, current=entry.data),

@@ -20,6 +20,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.device_registry import DeviceEntry
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
 from bridge.errors import (
@@ -101,6 +102,9 @@ class FleetCoordinator(DataUpdateCoordinator[dict[str, VehicleState]]):
         #: Alerts first seen by the last poll, with "stale" (too old to fire).
         self.new_alerts: list[tuple[Alert, bool]] = []
         self.snapshots: dict[str, Snapshot] = {}
+        #: The account's own device, registered in async_setup_entry before any
+        #: vehicle names it as the device it is reached through.
+        self.account_device: DeviceEntry | None = None
         #: Waits between command follow-ups (tests pass one that moves a simulated clock).
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._last_list: datetime | None = None

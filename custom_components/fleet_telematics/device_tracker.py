@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeassistant.components.device_tracker.config_entry import TrackerEntity
-from homeassistant.components.device_tracker.const import SourceType
+# The package's own names: 2026.x made `config_entry.TrackerEntity` a deprecated
+# alias; the package exports the class on every version (implicitly for mypy).
+from homeassistant.components.device_tracker import (  # type: ignore[attr-defined,unused-ignore]
+    SourceType,
+    TrackerEntity,
+)
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import callback
@@ -16,6 +16,7 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 from bridge.model import Capability, VehicleState
 
 from .account import PROVIDERS
+from .compat import via
 from .const import CONF_PROVIDER, DOMAIN
 from .coordinator import FleetCoordinator
 
@@ -26,7 +27,13 @@ def vehicle_identifier(coordinator: FleetCoordinator, vehicle_id: str) -> str:
     return f"{coordinator.account}_{vehicle_id}"
 
 
-def vehicle_id_of(entry: ConfigEntry, device: dr.DeviceEntry) -> str | None:
+class _Identified(Protocol):
+    # A device entry of any version (2026.x adds child devices beside DeviceEntry).
+    @property
+    def identifiers(self) -> set[tuple[str, str]]: ...
+
+
+def vehicle_id_of(entry: ConfigEntry, device: _Identified) -> str | None:
     """The provider's vehicle id of one of this entry's vehicle devices."""
     prefix = f"{entry.unique_id or entry.entry_id}_"
     for domain, identifier in device.identifiers:
@@ -47,16 +54,27 @@ def account_device(coordinator: FleetCoordinator) -> DeviceInfo:
     )
 
 
+def async_register_account_device(coordinator: FleetCoordinator) -> dr.DeviceEntry:
+    """Create the account's device before any vehicle names it as its parent
+    (a vehicle's `via` must name a device that exists: Home Assistant reports
+    one that does not, and will refuse it)."""
+    registry = dr.async_get(coordinator.hass)
+    return registry.async_get_or_create(
+        config_entry_id=coordinator.entry.entry_id, **account_device(coordinator)
+    )
+
+
 def vehicle_device(coordinator: FleetCoordinator, state: VehicleState) -> DeviceInfo:
     info = DeviceInfo(
         identifiers={(DOMAIN, vehicle_identifier(coordinator, state.vehicle_id))},
         name=state.name,
         manufacturer=state.make or PROVIDERS[coordinator.entry.data[CONF_PROVIDER]].title,
-        via_device=(DOMAIN, coordinator.account),
     )
     model = " ".join(str(p) for p in (state.model, state.year) if p)
     if model:
         info["model"] = model
+    if coordinator.account_device is not None:
+        via(info, coordinator.account_device)
     return info
 
 

@@ -26,6 +26,7 @@ from homeassistant.const import (
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
+from homeassistant.util import dt as dt_util
 
 from bridge.model import (
     Capability,
@@ -172,6 +173,7 @@ VEHICLE_SENSORS: tuple[VehicleSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENUM,
         options=[e.value for e in Problem],
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         requires=frozenset({Capability.PROBLEM}),
         value_fn=lambda s: _enum(s.problem),
     ),
@@ -201,9 +203,30 @@ VEHICLE_SENSORS: tuple[VehicleSensorDescription, ...] = (
         translation_key="last_seen",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        # Diagnostics are enabled from the entity's settings by those who want them.
+        entity_registry_enabled_default=False,
         value_fn=lambda s: s.last_seen,
     ),
+    VehicleSensorDescription(
+        key="data_age",
+        translation_key="data_age",
+        # Seconds since the provider's last report, recomputed at every poll (polls
+        # go on while a vehicle is silent, so stale data never passes for live).
+        device_class=SensorDeviceClass.DURATION,
+        native_unit_of_measurement=UnitOfTime.SECONDS,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
+        value_fn=lambda s: _age(s.last_seen),
+    ),
 )
+
+
+def _age(seen: datetime | None) -> int | None:
+    if seen is None:
+        return None
+    return max(0, round((dt_util.utcnow() - seen).total_seconds()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,6 +248,7 @@ ACCOUNT_SENSORS: tuple[AccountSensorDescription, ...] = (
         translation_key="next_poll",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda c: c.status.next_poll,
     ),
 )

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import voluptuous as vol  # type: ignore[import-untyped,unused-ignore]
+try:
+    # Home Assistant 2026.x validates with probatio (voluptuous's API; `voluptuous`
+    # is an alias of it there): typed against what Home Assistant expects.
+    import probatio as vol  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # older Home Assistant: voluptuous itself
+    import voluptuous as vol  # type: ignore[import-untyped,no-redef,unused-ignore]
 from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.core import (
     HomeAssistant,
@@ -24,6 +29,7 @@ from bridge.errors import ProviderError, QuotaExhaustedError
 from bridge.model import Camera, Task, TaskChange, TaskStatus
 
 from . import commands
+from .compat import device_entry_ids
 from .const import (
     DOMAIN,
     SERVICE_CREATE_TASK,
@@ -92,7 +98,7 @@ def _vehicle(hass: HomeAssistant, device_id: str) -> tuple[FleetCoordinator, str
     device = dr.async_get(hass).async_get(device_id)
     if device is None:
         raise _validation_error("unknown_device", device_id=device_id)
-    for entry_id in device.config_entries:
+    for entry_id in device_entry_ids(device):
         entry = hass.config_entries.async_get_entry(entry_id)
         if entry is None or entry.domain != DOMAIN:
             continue

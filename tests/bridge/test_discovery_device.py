@@ -104,10 +104,10 @@ def test_the_account_device_in_one_message() -> None:
     assert message.payload["o"] == ORIGIN
     entities = list(account_discovery(TOPICS, "depot", "fleetize", "Depot", has_daily_budget=True))
     components = message.payload["cmps"]
-    assert set(components) == {"calls_left_today", "next_poll"}
+    assert set(components) == {"calls_left_today", "next_poll", "republish"}
     for entity in entities:
-        key = entity.topic.split("/")[3]
-        assert components[key]["p"] == "sensor"
+        component, key = entity.topic.split("/")[1], entity.topic.split("/")[3]
+        assert components[key]["p"] == component
         assert components[key]["unique_id"] == entity.payload["unique_id"]
 
 

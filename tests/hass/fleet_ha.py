@@ -101,6 +101,14 @@ def discovery_messages(
     )
 
 
+def mqtt_device(hass: HomeAssistant, identifier: str) -> Any:
+    """The MQTT integration's device with `identifier` (any version's API)."""
+    from custom_components.fleet_telematics.compat import device_by_identifier
+
+    (entry,) = hass.config_entries.async_entries("mqtt")
+    return device_by_identifier(hass, ("mqtt", identifier), entry.entry_id)
+
+
 async def publish(hass: HomeAssistant, topic: str, payload: str) -> None:
     """A message as the broker forwards a live publish, then let Home Assistant settle.
 

@@ -48,6 +48,18 @@ async def setup_account(
     return entry
 
 
+def as_form(user_input: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the frontend sends: the server URL inside the collapsed section where
+    Home Assistant has no advanced mode any more."""
+    from custom_components.fleet_telematics.compat import ADVANCED_MODE_DEPRECATED
+
+    if not ADVANCED_MODE_DEPRECATED or user_input is None or "url" not in user_input:
+        return user_input
+    flat = dict(user_input)
+    url = flat.pop("url")
+    return {**flat, "advanced": {"url": url}}
+
+
 def coordinator_of(entry: MockConfigEntry) -> Any:
     from custom_components.fleet_telematics.coordinator import runtime
 
@@ -55,11 +67,9 @@ def coordinator_of(entry: MockConfigEntry) -> Any:
 
 
 def vehicle_device_id(hass: HomeAssistant, entry: MockConfigEntry, vehicle_id: str) -> str:
-    from homeassistant.helpers import device_registry as dr
+    from custom_components.fleet_telematics.compat import device_by_identifier
 
-    device = dr.async_get(hass).async_get_device(
-        identifiers={(DOMAIN, f"{entry.unique_id}_{vehicle_id}")}
-    )
+    device = device_by_identifier(hass, (DOMAIN, f"{entry.unique_id}_{vehicle_id}"), entry.entry_id)
     assert device is not None, vehicle_id
     return device.id
 

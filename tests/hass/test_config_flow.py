@@ -51,7 +51,8 @@ from bridge.providers.parse import fingerprint
 from bridge.quota import Quota
 from bridge.simulator.server import SimulatorServer
 from custom_components.fleet_telematics.account import PROVIDERS, budgets_for, build_client
-from custom_components.fleet_telematics.config_flow import EPOCH
+from custom_components.fleet_telematics.compat import ADVANCED_MODE_DEPRECATED
+from custom_components.fleet_telematics.config_flow import EPOCH, SECTION_ADVANCED
 from custom_components.fleet_telematics.const import (
     CONF_ADAPTIVE,
     CONF_API_KEY,
@@ -71,6 +72,7 @@ from custom_components.fleet_telematics.const import (
     ISSUE_TOKEN_BLOCKED,
 )
 from custom_components.fleet_telematics.store import AccountStore, async_get_store
+from fleet_sim import as_form
 
 DEFAULTS = {
     CONF_RESERVE: DEFAULT_RESERVE,
@@ -112,7 +114,7 @@ async def configure(
     hass: HomeAssistant, flow_id: str, user_input: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The next step of a config flow, as a plain dict (what the frontend gets)."""
-    return dict(await hass.config_entries.flow.async_configure(flow_id, user_input))
+    return dict(await hass.config_entries.flow.async_configure(flow_id, as_form(user_input)))
 
 
 async def choose(hass: HomeAssistant, provider: str, *, advanced: bool = True) -> dict[str, Any]:
@@ -145,8 +147,20 @@ def samsara_input(sim: SimulatorServer, token: str = SAMSARA_TOKEN) -> dict[str,
     return {CONF_TOKEN: token, CONF_REGION: "us", CONF_URL: sim.samsara_url}
 
 
+def fields(result: dict[str, Any]) -> dict[str, Any]:
+    """A form's fields by name, those of its sections (collapsed) included."""
+    found: dict[str, Any] = {}
+    for key, value in result["data_schema"].schema.items():
+        inner = getattr(getattr(value, "schema", None), "schema", None)
+        if str(key) == SECTION_ADVANCED and isinstance(inner, dict):
+            found.update({str(k): k for k in inner})
+        else:
+            found[str(key)] = key
+    return found
+
+
 def schema_keys(result: dict[str, Any]) -> set[str]:
-    return {str(key) for key in result["data_schema"].schema}
+    return set(fields(result))
 
 
 def entry_of(hass: HomeAssistant, result: dict[str, Any]) -> config_entries.ConfigEntry:
@@ -288,9 +302,16 @@ async def test_provider_choice_and_forms(hass: HomeAssistant) -> None:
         "metrotec": {CONF_USERNAME, CONF_PASSWORD, CONF_API_KEY},
         "tracksafe365": {CONF_API_KEY, CONF_PLAN},
     }
-    for provider, fields in expected.items():
-        assert schema_keys(await choose(hass, provider, advanced=False)) == fields
-        assert schema_keys(await choose(hass, provider)) == fields | {CONF_URL}
+    for provider, names in expected.items():
+        if ADVANCED_MODE_DEPRECATED:
+            # Advanced mode is gone: the URL is in a collapsed section for everyone.
+            for advanced in (False, True):
+                form = await choose(hass, provider, advanced=advanced)
+                assert schema_keys(form) == names | {CONF_URL}
+                assert form["data_schema"].schema[SECTION_ADVANCED].options["collapsed"]
+            continue
+        assert schema_keys(await choose(hass, provider, advanced=False)) == names
+        assert schema_keys(await choose(hass, provider)) == names | {CONF_URL}
     form = await choose(hass, "samsara")
     assert form["description_placeholders"] == {"provider": "Samsara"}
     region = form["data_schema"].schema[CONF_REGION]
@@ -467,8 +488,9 @@ async def test_error_keeps_what_was_typed(hass: HomeAssistant, sim: SimulatorSer
     user_input = samsara_input(sim, "wrong-token") | {CONF_REGION: "eu"}
     result = await add(hass, "samsara", user_input)
 
-    schema = result["data_schema"].schema
-    suggested = {str(k): (k.description or {}).get("suggested_value") for k in schema}
+    suggested = {
+        name: (k.description or {}).get("suggested_value") for name, k in fields(result).items()
+    }
     assert suggested[CONF_URL] == sim.samsara_url
     assert suggested[CONF_REGION] == "eu"
 
@@ -562,7 +584,8 @@ async def test_reauth_new_key(hass: HomeAssistant, sim: SimulatorServer) -> None
     flow = await reauth(hass, entry)
     form = await configure(hass, flow["flow_id"])
     assert schema_keys(form) == {CONF_API_KEY}  # only the secret
-    assert form["description_placeholders"] == {"title": "Telemax"}
+    # The form names the account (newer Home Assistant adds its own `name` too).
+    assert form["description_placeholders"]["title"] == "Telemax"
     result = await configure(hass, flow["flow_id"], {CONF_API_KEY: TELEMAX_SECOND_KEY})
     await hass.async_block_till_done()
 

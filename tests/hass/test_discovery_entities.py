@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from bridge.model import (
 from bridge.mqtt.discovery import (
     account_discovery,
     device_identifier,
+    snapshot_url_topic,
     vehicle_discovery,
     vehicle_discovery_topics,
 )
@@ -39,6 +41,7 @@ from fleet_ha import (
     TOPICS,
     discovery_messages,
     make_vehicle,
+    mqtt_device,
     publish,
     publish_discovery,
     publish_state,
@@ -47,6 +50,7 @@ from fleet_ha import (
 
 VEHICLE = make_vehicle()
 NODE = device_identifier(ACCOUNT, VEHICLE.vehicle_id)
+URL_TOPIC = snapshot_url_topic(TOPICS, ACCOUNT, VEHICLE.vehicle_id)
 
 # What the user sees: entity ids from the device name, one per description key.
 ENTITY_IDS = {
@@ -72,6 +76,7 @@ ENTITY_IDS = {
     "active_tasks": "sensor.truck_7_active_tasks",
     "current_task": "sensor.truck_7_current_task",
     "last_seen": "sensor.truck_7_last_seen",
+    "data_age": "sensor.truck_7_data_age",
     "ignition": "binary_sensor.truck_7_ignition",
     "moving": "binary_sensor.truck_7_moving",
     "online": "binary_sensor.truck_7_online",
@@ -93,7 +98,10 @@ NOT_FROM_SAMSARA = {
     "current_task",
 }
 # Entities whose state is not a reading of the vehicle state topic.
-NOT_FROM_STATE = {"snapshot_request", "snapshot", "alert"}
+NOT_FROM_STATE = {"snapshot_request", "snapshot", "alert", "data_age"}
+# Diagnostics nobody needs at first: registered, disabled until a user enables them.
+DISABLED_BY_DEFAULT = {"last_seen", "data_age", "device_battery"}
+SHOWN = [key for key in ENTITY_IDS if key not in DISABLED_BY_DEFAULT]
 
 
 def _state(hass: HomeAssistant, key: str) -> Any:
@@ -115,16 +123,31 @@ def _problems_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+def assert_published(mqtt_mock: Any, topic: str, payload: str) -> None:
+    """Home Assistant's last publish: `topic`, `payload`, QoS 0, not retained
+    (newer versions add keyword arguments such as message_expiry_interval)."""
+    assert mqtt_mock.async_publish.call_args.args[:4] == (topic, payload, 0, False)
+
+
 async def _vehicle_online(hass: HomeAssistant, vehicle: Any = VEHICLE) -> None:
     await publish(hass, TOPICS.bridge_state, ONLINE)
     await publish_vehicle_availability(hass, vehicle.vehicle_id, ONLINE)
     await publish_state(hass, vehicle)
 
 
+def enabled(messages: Any) -> list[Any]:
+    """The discovery messages as a user sees them after enabling every entity."""
+    return [
+        type(m)(m.topic, {k: v for k, v in m.payload.items() if k != "enabled_by_default"})
+        for m in messages
+    ]
+
+
 @pytest.fixture
 async def discovered(mqtt_ready: HomeAssistant) -> HomeAssistant:
-    """Home Assistant after the bridge announced the full-capability vehicle."""
-    await publish_discovery(mqtt_ready, discovery_messages(ALL_CAPABILITIES))
+    """Home Assistant after the bridge announced the full-capability vehicle (its
+    diagnostics, disabled by default, enabled as a user who wants them would)."""
+    await publish_discovery(mqtt_ready, enabled(discovery_messages(ALL_CAPABILITIES)))
     return mqtt_ready
 
 
@@ -137,6 +160,7 @@ async def test_entities_wait_for_the_bridge_and_vehicle_to_be_online(
     await publish(hass, TOPICS.bridge_state, ONLINE)
     states = _states(hass)
     assert states.pop("online") == STATE_UNKNOWN  # needs only the bridge
+    assert states.pop("data_age") == STATE_UNKNOWN  # so does the data age
     assert set(states.values()) == {STATE_UNAVAILABLE}
 
     await publish_vehicle_availability(hass, VEHICLE.vehicle_id, ONLINE)
@@ -250,7 +274,7 @@ async def test_one_device_with_the_vehicle_details_and_designed_unique_ids(
     assert entity_ids == ENTITY_IDS
     assert NODE == "fleet_acme_TRK-7"
 
-    device = device_registry.async_get_device(identifiers={("mqtt", NODE)})
+    device = mqtt_device(hass, NODE)
     assert device is not None
     assert device.name == "Truck 7"
     assert device.manufacturer == "Volvo"
@@ -267,7 +291,7 @@ async def test_one_device_with_the_vehicle_details_and_designed_unique_ids(
     diagnostic = {
         key for key, e in by_key.items() if e.entity_category == er.EntityCategory.DIAGNOSTIC
     }
-    assert diagnostic == {"last_seen", "online", "device_battery"}
+    assert diagnostic == {"last_seen", "online", "device_battery", "data_age"}
     assert by_key["speed"].options["sensor"]["suggested_display_precision"] == 0
     assert by_key["battery_voltage"].options["sensor"]["suggested_display_precision"] == 1
 
@@ -281,12 +305,15 @@ async def test_samsara_vehicle_gets_only_its_entities_on_one_device(
 
     expected = {k: v for k, v in ENTITY_IDS.items() if k not in NOT_FROM_SAMSARA}
     entity_registry = er.async_get(hass)
-    device = dr.async_get(hass).async_get_device(identifiers={("mqtt", NODE)})
+    device = mqtt_device(hass, NODE)
     assert device is not None
-    entries = er.async_entries_for_device(entity_registry, device.id)
+    entries = er.async_entries_for_device(
+        entity_registry, device.id, include_disabled_entities=True
+    )
     assert sorted(e.entity_id for e in entries) == sorted(expected.values())
     assert hass.states.get(ENTITY_IDS["fuel_volume"]) is None
-    assert STATE_UNAVAILABLE not in _states(hass, expected).values()
+    shown = [k for k in expected if k not in DISABLED_BY_DEFAULT]
+    assert STATE_UNAVAILABLE not in _states(hass, shown).values()
 
 
 async def test_null_values_become_unknown(
@@ -321,22 +348,33 @@ async def test_null_values_become_unknown(
 
     states = _states(hass)
     assert states.pop("online") == "on"
+    states.pop("data_age")  # follows the quota topic, not the state
     assert states == dict.fromkeys(states, STATE_UNKNOWN)
     tracker = _state(hass, "location")
-    assert "latitude" not in tracker.attributes
-    assert "longitude" not in tracker.attributes
+    assert tracker.attributes.get("latitude") is None
+    assert tracker.attributes.get("longitude") is None
     # Home Assistant 2024.3 warns once about a timestamp sensor given "None"
-    # (it still becomes unknown; 2024.10 and later take "None" silently).
+    # (it still becomes unknown; 2024.10 and later take "None" silently), and
+    # 2026.2 and later once about the cleared location (it has no silent way).
     logged = _problems_logged(caplog)
-    assert [m for m in logged if "Invalid state message" not in m] == []
-    assert len(logged) <= 1
+    expected = ("Invalid state message", "incomplete location info")
+    assert [m for m in logged if not any(e in m for e in expected)] == []
+    assert len(logged) <= 2
+
+    # Still nothing known: no further warning, whatever the number of updates.
+    caplog.clear()
+    await publish_state(hass, nothing_known.merged(name="Truck 7 (again)"))
+    await publish_state(hass, nothing_known)
+    assert [m for m in _problems_logged(caplog) if "location" in m] == []
+    assert "latitude" not in _state(hass, "location").attributes
+    assert _state(hass, "location").state == STATE_UNKNOWN
 
     unknown_online = nothing_known.merged(online=None)
     await publish_state(hass, unknown_online)
     assert _state(hass, "online").state == STATE_UNKNOWN
 
     await publish_state(hass, VEHICLE)
-    from_state = [key for key in ENTITY_IDS if key not in NOT_FROM_STATE]
+    from_state = [key for key in SHOWN if key not in NOT_FROM_STATE]
     assert STATE_UNKNOWN not in _states(hass, from_state).values()
 
 
@@ -375,6 +413,7 @@ async def test_vehicle_offline_keeps_only_online_available(discovered: HomeAssis
 
     states = _states(hass)
     assert states.pop("online") == "off"
+    assert states.pop("data_age") != STATE_UNAVAILABLE  # how long it has been silent
     assert states == dict.fromkeys(states, STATE_UNAVAILABLE)
 
     await publish_vehicle_availability(hass, VEHICLE.vehicle_id, ONLINE)
@@ -401,7 +440,7 @@ async def test_empty_config_removes_the_entity_and_finally_the_device(
     hass = discovered
     await _vehicle_online(hass)
     entity_registry = er.async_get(hass)
-    device_registry = dr.async_get(hass)
+    dr.async_get(hass)
 
     speed_topic = TOPICS.discovery("sensor", NODE, "speed")
     await publish(hass, speed_topic, "")
@@ -416,13 +455,13 @@ async def test_empty_config_removes_the_entity_and_finally_the_device(
         await publish(hass, topic, "")
 
     assert [s.entity_id for s in hass.states.async_all() if "truck_7" in s.entity_id] == []
-    assert device_registry.async_get_device(identifiers={("mqtt", NODE)}) is None
+    assert mqtt_device(hass, NODE) is None
 
 
 async def test_account_quota_sensors_follow_the_quota_topic(mqtt_ready: HomeAssistant) -> None:
     hass = mqtt_ready
     await publish_discovery(
-        hass, account_discovery(TOPICS, "acme", "fleetize", "Acme", has_daily_budget=True)
+        hass, enabled(account_discovery(TOPICS, "acme", "fleetize", "Acme", has_daily_budget=True))
     )
     await publish(hass, TOPICS.bridge_state, ONLINE)
     report = {
@@ -456,7 +495,7 @@ async def test_lights_switch_sends_the_command_and_shows_the_pending_one(
         "switch", "turn_on", {"entity_id": ENTITY_IDS["lights"]}, blocking=True
     )
     set_topic = TOPICS.vehicle_set("acme", VEHICLE.vehicle_id)
-    mqtt_mock.async_publish.assert_called_with(set_topic, '{"lights": "ON"}', 0, False)
+    assert_published(mqtt_mock, set_topic, '{"lights": "ON"}')
     # Not optimistic: the switch stays off until the provider confirms.
     assert _state(hass, "lights").state == "off"
     pending = {"status": "pending", "requested": "ON", "at": "2024-03-14T08:31:00Z", "error": None}
@@ -473,8 +512,10 @@ async def test_snapshot_button_and_image(discovered: HomeAssistant) -> None:
     await hass.services.async_call(
         "button", "press", {"entity_id": ENTITY_IDS["snapshot_request"]}, blocking=True
     )
-    mqtt_mock.async_publish.assert_called_with(
-        TOPICS.vehicle_set("acme", VEHICLE.vehicle_id), '{"snapshot": {"camera": "road"}}', 0, False
+    assert_published(
+        mqtt_mock,
+        TOPICS.vehicle_set("acme", VEHICLE.vehicle_id),
+        '{"snapshot": {"camera": "road"}}',
     )
     done = {
         "status": "confirmed",
@@ -484,10 +525,98 @@ async def test_snapshot_button_and_image(discovered: HomeAssistant) -> None:
         "error": None,
     }
     await publish(hass, TOPICS.vehicle_snapshot("acme", VEHICLE.vehicle_id), json.dumps(done))
+    await publish(hass, URL_TOPIC, json.dumps({"url": done["url"]}))
     image = _state(hass, "snapshot")
     assert image.attributes["status"] == "confirmed"
     assert image.attributes["camera"] == "road"
     assert image.state != STATE_UNKNOWN  # the time the new image arrived
+
+
+async def test_a_pending_or_failed_snapshot_never_reaches_the_image_url(
+    discovered: HomeAssistant, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The snapshot topic is retained: whatever it holds is replayed at every
+    Home Assistant start, and must never be taken for an image URL."""
+    hass = discovered
+    await _vehicle_online(hass)
+    shown = _state(hass, "snapshot").state
+    for status, error in (("pending", None), ("failed", "camera offline")):
+        answer = {"status": status, "camera": "road", "url": None, "at": "x", "error": error}
+        await publish(hass, TOPICS.vehicle_snapshot("acme", VEHICLE.vehicle_id), json.dumps(answer))
+        assert _state(hass, "snapshot").attributes["status"] == status
+    assert _state(hass, "snapshot").state == shown  # no new image
+    assert _problems_logged(caplog) == []
+    # The discovery sends the image entity's URL to a topic of its own.
+    config = next(
+        m.payload
+        for m in discovery_messages(ALL_CAPABILITIES)
+        if m.topic.endswith("/snapshot/config")
+    )
+    assert config["url_topic"] == URL_TOPIC
+
+
+async def test_data_age_grows_while_the_vehicle_is_silent(
+    discovered: HomeAssistant, freezer: Any
+) -> None:
+    hass = discovered
+    freezer.move_to(SEEN + timedelta(seconds=90))
+    await _vehicle_online(hass)
+    quota = TOPICS.account_quota(ACCOUNT)
+    report = {"available": True, "next_poll": None}
+
+    await publish(hass, quota, json.dumps(report))  # the bridge's next poll
+    age = _state(hass, "data_age")
+    assert age.state == "90"
+    assert age.attributes["unit_of_measurement"] == "s"
+    assert age.attributes["device_class"] == "duration"
+
+    freezer.tick(600)  # ten minutes without a report, polls going on
+    await publish(hass, quota, json.dumps(report))
+    assert _state(hass, "data_age").state == "690"
+
+    await publish_state(hass, VEHICLE.merged(last_seen=SEEN + timedelta(seconds=680)))
+    await publish(hass, quota, json.dumps(report))
+    assert _state(hass, "data_age").state == "10"
+
+    # The vehicle goes offline: the age still shows how long it has been silent.
+    await publish_vehicle_availability(hass, VEHICLE.vehicle_id, OFFLINE)
+    freezer.tick(3600)
+    await publish(hass, quota, json.dumps(report))
+    assert _state(hass, "data_age").state == "3610"
+
+
+async def test_diagnostics_are_registered_disabled(mqtt_ready: HomeAssistant) -> None:
+    hass = mqtt_ready
+    await publish_discovery(hass, discovery_messages(ALL_CAPABILITIES))
+    await publish_discovery(
+        hass, account_discovery(TOPICS, ACCOUNT, "samsara", "Acme", has_daily_budget=True)
+    )
+    registry = er.async_get(hass)
+    for key in DISABLED_BY_DEFAULT:
+        entry = registry.async_get(ENTITY_IDS[key])
+        assert entry is not None, key
+        assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION, key
+        assert hass.states.get(ENTITY_IDS[key]) is None, key
+    assert registry.async_get("sensor.acme_next_poll").disabled_by is not None
+    # What users look at stays enabled: the vehicle's connectivity and the quota.
+    assert registry.async_get(ENTITY_IDS["online"]).disabled_by is None
+    assert registry.async_get("sensor.acme_api_calls_left_today").disabled_by is None
+
+
+async def test_republish_button_asks_the_bridge(mqtt_ready: HomeAssistant) -> None:
+    hass = mqtt_ready
+    mqtt_mock = hass.data["fleet_test_mqtt_mock"]
+    await publish_discovery(
+        hass, account_discovery(TOPICS, ACCOUNT, "samsara", "Acme", has_daily_budget=False)
+    )
+    await publish(hass, TOPICS.bridge_state, ONLINE)
+    button = hass.states.get("button.acme_republish_to_mqtt")
+    assert button is not None
+    assert button.state == STATE_UNKNOWN  # available: only the bridge must be up
+    await hass.services.async_call(
+        "button", "press", {"entity_id": "button.acme_republish_to_mqtt"}, blocking=True
+    )
+    assert_published(mqtt_mock, "fleet/bridge/request/republish", "{}")
 
 
 async def test_alerts_fire_the_event_entity_unless_stale(mqtt_ready: HomeAssistant) -> None:

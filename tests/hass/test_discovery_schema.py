@@ -167,6 +167,20 @@ def test_account_quota_sensors_pass_home_assistant_validation(has_daily_budget):
         )
     )
     keys = {m.topic.split("/")[-2] for m in messages}
-    assert keys == ({"calls_left_today", "next_poll"} if has_daily_budget else {"next_poll"})
+    always = {"next_poll", "republish"}
+    assert keys == (always | {"calls_left_today"} if has_daily_budget else always)
     for message in messages:
         assert ha_problems(message) == [], message.topic
+
+
+@pytest.mark.parametrize("capabilities", CAPABILITY_SETS.values(), ids=CAPABILITY_SETS.keys())
+def test_no_payload_sets_object_id(capabilities):
+    """Home Assistant 2025.x/2026.x deprecate `object_id` in discovery (for
+    `default_entity_id`); we set neither: entity ids come from the device and
+    entity names, the same on 2024.3 and 2026.x."""
+    messages = [
+        *discovery_messages(capabilities),
+        *account_discovery(TOPICS, "acme", "fleetize", "Acme", has_daily_budget=True),
+    ]
+    for message in messages:
+        assert not {"object_id", "obj_id", "default_entity_id"} & set(message.payload)

@@ -34,7 +34,8 @@ def describe(hass: HomeAssistant, entry_id: str) -> dict[str, Any]:
             "enabled": entity.disabled_by is None,
             "state": state.state if state else None,
             # The image entity's access token is random per run.
-            "attributes": {k: v for k, v in state.attributes.items() if k not in RANDOM}
+            # Plain names: newer Home Assistant keys attributes by a StrEnum.
+            "attributes": {str(k): v for k, v in state.attributes.items() if k not in RANDOM}
             if state
             else None,
         }

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import device_registry as dr
 
 from bridge.simulator.server import SimulatorServer
 from bridge.simulator.tracksafe365_json import dashcam_online
+from custom_components.fleet_telematics.compat import device_by_identifier
 from custom_components.fleet_telematics.const import DOMAIN
 from custom_components.fleet_telematics.coordinator import runtime
 from fleet_sim import (
@@ -183,7 +183,7 @@ async def test_a_device_that_is_not_a_vehicle_is_refused(
     hass: HomeAssistant, sim: SimulatorServer
 ) -> None:
     entry = await setup_account(hass, sim, "metrotec")
-    account = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, entry.unique_id)})
+    account = device_by_identifier(hass, (DOMAIN, entry.unique_id), entry.entry_id)
     assert account is not None
     with pytest.raises(ServiceValidationError) as caught:
         await call(hass, "set_lights", device_id=account.id, on=True)

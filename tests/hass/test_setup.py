@@ -11,7 +11,7 @@ from homeassistant.helpers import entity_registry as er
 from bridge.simulator import fleetize
 from bridge.simulator.server import SimulatorServer
 from custom_components.fleet_telematics.const import DOMAIN
-from fleet_sim import coordinator_of, setup_account
+from fleet_sim import as_form, coordinator_of, setup_account
 
 PROVIDERS = ["samsara", "fleetize", "telemax", "metrotec", "tracksafe365"]
 
@@ -50,7 +50,7 @@ async def test_first_poll_after_the_flow_keeps_fleetize_spacing(
     )
     flow = await hass.config_entries.flow.async_configure(flow["flow_id"], {"provider": "fleetize"})
     result = await hass.config_entries.flow.async_configure(
-        flow["flow_id"], {"token": fleetize.DEFAULT_TOKEN, "url": sim.fleetize_url}
+        flow["flow_id"], as_form({"token": fleetize.DEFAULT_TOKEN, "url": sim.fleetize_url})
     )
     await hass.async_block_till_done()
 
