@@ -37,6 +37,9 @@ from bridge.quota import Quota
 from bridge.store import Store, StoreError
 from bridge.webhooks import WebhookReceiver, build_targets
 
+if TYPE_CHECKING:
+    from bridge.web.server import WebServer
+
 # The command results of a vehicle kept retained (`<base>/<account>/<vehicle>/<kind>`).
 _RETAINED_RESULTS = ("lights", "snapshot", "snapshot/url")
 
