@@ -191,7 +191,16 @@ async def test_metrics_counters_match_what_the_simulator_and_mqtt_counted(
             for budget, usage in quota["budgets"].items():
                 key = ("fleet_bridge_budget_limit", (("account", name), ("budget", budget)))
                 assert found[key] == usage["limit"]
-        assert found[("fleet_bridge_polls_total", (("account", "samsara"), ("result", "ok")))] == 3
+
+        # Every Samsara poll either went out or waited for its budget (on a busy
+        # machine the planner's own poll can fall inside the feed's 5 s pause).
+        def polls(result: str) -> float:
+            return found.get(
+                ("fleet_bridge_polls_total", (("account", "samsara"), ("result", result))), 0.0
+            )
+
+        assert polls("ok") >= 2
+        assert polls("ok") + polls("quota_wait") == samsara.health.polls
 
         def commands(command: str, outcome: str) -> float:
             key = (
