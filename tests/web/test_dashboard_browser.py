@@ -475,3 +475,38 @@ async def test_a_wrong_token_gets_no_data_and_no_command(dash: Dashboard, browse
                 bodies.append(await response.text())
     assert not [s for s in secrets for body in bodies if s in body]
     assert server.metrotec.stats()["events"]["created"] == created
+
+
+async def test_a_task_created_from_the_page_reaches_metrotec_once(dash: Dashboard) -> None:
+    page, server = dash.page, dash.server
+    vid = server.metrotec_world.ids()[1]
+    key = f"{METROTEC}/{vid}"
+    created = server.metrotec.stats()["tasks"]["created"]
+    await page.select_option("#f-account", METROTEC)
+    await page.click(f'.vt-row[data-key="{key}"]')
+    opener = page.locator('#commands button[data-command="task/create"]')
+    await opener.wait_for(timeout=WAIT_MS)
+    for attempt in range(2):
+        await opener.click()
+        form = page.locator("#task-form")
+        await form.wait_for(state="visible", timeout=WAIT_MS)
+        await form.locator('input[name="order_ref"]').fill("WEB-ORDER-1")
+        await form.locator('input[name="description"]').fill("Pallets for the harbour")
+        await form.locator('button[type="submit"]').click()
+        await page.wait_for_function(
+            "n => document.querySelectorAll('#answers li[data-status]').length >= n",
+            arg=attempt + 1,
+            timeout=WAIT_MS,
+        )
+        status = await page.locator("#answers li").first.get_attribute("data-status")
+        # The form sent the task; the second time, the order_ref is known: the
+        # first answer again, under the page's own transaction, no second task.
+        assert status not in (None, "error", "failed"), status
+    stats = server.metrotec.stats()["tasks"]
+    assert stats["created"] == created + 1
+    assert stats["duplicate_order_refs"] == 0
+    tasks = server.metrotec.tasks.listing(every=True, order_ref="WEB-ORDER-1")
+    assert len(tasks) == 1
+    assert tasks[0].object_id == vid
+    assert tasks[0].task_description == "Pallets for the harbour"
+    await page.select_option("#f-account", "")
