@@ -22,11 +22,13 @@ ledger does not hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,7 +163,12 @@ def distinct_answers(recorder: Recorder) -> dict[str, set[bytes]]:
     return seen
 
 
-def ledger_violations(store: Path) -> tuple[list[str], int]:
+# Monotonic (the simulator's request log) to wall-clock time (the ledger's).
+WALL_OFFSET = time.time() - time.monotonic()
+PRUNE_MARGIN = 2.0
+
+
+def ledger_violations(store: Path) -> tuple[list[str], list[float]]:
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
         times = [row[0] for row in db.execute("SELECT at FROM quota_call ORDER BY at")]
     problems = []
@@ -173,7 +180,9 @@ def ledger_violations(store: Path) -> tuple[list[str], int]:
             if end - start + 1 > budget.limit:
                 problems.append(f"{budget.name}: {end - start + 1} calls in {budget.period}s")
                 break
-    return problems, len(times)
+    # Calls older than the longest budget's period are pruned from the ledger
+    # as it goes: what it still holds begins at its oldest row.
+    return problems, times
 
 
 async def test_fifty_kills_lose_nothing_double_nothing_and_break_no_quota(
@@ -254,6 +263,12 @@ async def test_fifty_kills_lose_nothing_double_nothing_and_break_no_quota(
                 )
                 if mode == "command-random":
                     await asyncio.sleep(rng.uniform(0, 0.02))
+            if mode != "command-random" and pid not in killed:
+                # Wait for the chosen point: on a busy machine the bridge takes
+                # longer than a few milliseconds to get there (killing it sooner
+                # left no command accepted in whole runs with both cores busy).
+                with contextlib.suppress(AssertionError):
+                    await recorder.wait_for(lambda pid=pid: pid in killed, timeout=2)
             if pid not in killed:
                 # The chosen point did not come (a budget held the poll back, say):
                 # kill it where it is.
@@ -282,9 +297,15 @@ async def test_fifty_kills_lose_nothing_double_nothing_and_break_no_quota(
     redelivered = sum(n - 1 for n in answered.values() if n > 1)
     orders = Counter(task.order_ref for task in sim.metrotec.tasks)
     doubled_tasks = {ref: n for ref, n in orders.items() if n > 1}
-    ledger_problems, ledger_calls = ledger_violations(store)
-    provider_calls = len(sim.faults.requests("metrotec")) - len(
-        sim.faults.requests("metrotec", "/token/")
+    ledger_problems, ledger_times = ledger_violations(store)
+    ledger_calls = len(ledger_times)
+    # The provider's requests since the ledger's oldest row (the ledger records
+    # a call before it leaves: a margin for requests under way at that moment).
+    since = (ledger_times[0] if ledger_times else 0.0) + PRUNE_MARGIN
+    provider_calls = sum(
+        1
+        for seen in sim.faults.requests("metrotec")
+        if "/token/" not in seen.path and seen.at + WALL_OFFSET >= since
     )
     tally.commands_accepted += len(accepted)
     tally.commands_answered += sum(1 for tx in accepted if answered[tx] >= 1)
