@@ -146,7 +146,7 @@ MANIFEST_SCHEMA = vol.Schema(
 )
 
 
-def manifest_problems(manifest: dict[str, Any], folder: str) -> list[str]:
+def manifest_problems(manifest: dict[str, Any], folder: str = COMPONENT.name) -> list[str]:
     problems = []
     try:
         MANIFEST_SCHEMA(manifest)
