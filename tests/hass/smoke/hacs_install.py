@@ -4,7 +4,8 @@ What a HACS user does, done by a program against a real `hass` process:
 
 1. our sdist and wheel are served from a local package index (PEP 503, on a
    free port), beside the machine's normal index configuration; nothing of ours
-   is installed in Home Assistant's venv (checked first);
+   is installed in Home Assistant's venv (checked first); the wheel must hold
+   every file of the checkout's bridge/ package and nothing else of ours;
 2. the HACS zip is unpacked into <config>/custom_components/fleet_telematics of
    a fresh configuration directory, and `hass` starts on a free port;
 3. onboarding over the REST API: the owner (`/api/onboarding/users`), the auth
@@ -57,6 +58,7 @@ import aiohttp
 from bridge.simulator import samsara
 from bridge.simulator.server import SimulatorServer
 
+REPO_ROOT = Path(__file__).resolve().parents[3]
 PROJECT = "fleet-telematics-bridge"
 DOMAIN = "fleet_telematics"
 VEHICLES = 3
@@ -66,8 +68,13 @@ T = TypeVar("T")
 # integration is not tested by it (every custom integration gets it).
 EXPECTED = re.compile(r"We found a custom integration fleet_telematics which has not been tested")
 # Home Assistant's log records start with a timestamp and a level.
-RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? (?P<level>[A-Z]+) ", re.M)
-ABOUT_US = re.compile(r"fleet_telematics|custom_components\.fleet|\[bridge[.\]]|fleet-telematics")
+# (2026.x adds the UTC offset to the time.)
+RECORD = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)? (?P<level>[A-Z]+) ", re.M
+)
+# Ours: the domain (logger, paths of the component), the bridge's loggers, and
+# our requirement. Not "fleet-telematics" alone: the cache's paths carry it.
+ABOUT_US = re.compile(r"fleet_telematics|\[bridge[.\]]|fleet-telematics-bridge==")
 
 
 class SmokeError(Exception):
@@ -109,6 +116,23 @@ def write_index(dist: Path, root: Path) -> list[str]:
     (project / "index.html").write_text(page.format("\n".join(links)))
     (root / "simple" / "index.html").write_text(page.format(f'<a href="{PROJECT}/">{PROJECT}</a>'))
     return [p.name for p in files]
+
+
+def wheel_problems(wheel: Path, source: Path) -> list[str]:
+    """The wheel against the checkout's package: every file of bridge/ in it
+    (a package-data pattern that misses a file fails here), nothing else but
+    its metadata."""
+    with zipfile.ZipFile(wheel) as opened:
+        names = set(opened.namelist())
+    package = {
+        path.relative_to(source.parent).as_posix()
+        for path in (source).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+    problems = [f"the wheel lacks {name}" for name in sorted(package - names)]
+    foreign = {n for n in names - package if not n.split("/")[0].endswith(".dist-info")}
+    problems += [f"the wheel carries {name}, which is not ours to ship" for name in sorted(foreign)]
+    return problems
 
 
 class IndexServer:
@@ -428,6 +452,8 @@ def log_problems(log: str) -> list[str]:
     """Warnings and errors of Home Assistant's log that are about us (a record
     runs from its timestamp to the next: tracebacks and frame reports included)."""
     starts = [m.start() for m in RECORD.finditer(log)] + [len(log)]
+    if len(starts) < 2:
+        return ["no log record could be read: the log's format is not known here"]
     found = []
     for begin, end in pairwise(starts):
         record = log[begin:end]
@@ -516,8 +542,11 @@ def prepare(args: argparse.Namespace) -> Run:
     if (found := installed_version(venv)) is not None:
         raise SmokeError(f"{PROJECT} {found} is already installed in {venv}: not a fresh install")
     served = write_index(args.dist, work / "index")
-    if not any(name.startswith(f"fleet_telematics_bridge-{version}-") for name in served):
+    wheels = [name for name in served if name.startswith(f"fleet_telematics_bridge-{version}-")]
+    if not wheels:
         raise SmokeError(f"no wheel of version {version} in {args.dist}: {served}")
+    if problems := wheel_problems(args.dist / wheels[0], REPO_ROOT / "bridge"):
+        raise SmokeError("; ".join(problems))
     files = unpack_hacs_zip(args.zip, config)
     step(f"HACS zip unpacked ({len(files)} files); index serves {', '.join(served)}", started)
     port = free_port()
