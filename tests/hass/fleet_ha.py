@@ -1,4 +1,8 @@
-"""Shared vehicles, capability sets and MQTT helpers of the Home Assistant suite."""
+"""Shared vehicles, capability sets and MQTT helpers of the Home Assistant suite.
+
+The vehicles and payloads import nothing of Home Assistant's test harness, so
+tests/hass/smoke/discovery_schema.py checks them in a bare Home Assistant too.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from homeassistant.core import HomeAssistant
-from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
+from typing import TYPE_CHECKING, Any
 
 from bridge.model import (
     Capability,
@@ -21,6 +22,9 @@ from bridge.model import (
 )
 from bridge.mqtt.discovery import DiscoveryMessage, vehicle_discovery
 from bridge.mqtt.topics import Topics
+
+if TYPE_CHECKING:
+    from homeassistant.core import HomeAssistant
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,12 +119,16 @@ async def publish(hass: HomeAssistant, topic: str, payload: str) -> None:
     The broker sets the retain flag only when it replays a retained message to a
     new subscription; Home Assistant ignores a second retained message on a topic.
     """
+    from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
+
     async_fire_mqtt_message(hass, topic, payload)
     await hass.async_block_till_done()
 
 
 async def publish_discovery(hass: HomeAssistant, messages: Iterable[DiscoveryMessage]) -> None:
     """The retained config messages, as Home Assistant gets them when it subscribes."""
+    from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
+
     for message in messages:
         async_fire_mqtt_message(hass, message.topic, json.dumps(message.payload), retain=True)
     await hass.async_block_till_done()

@@ -9,84 +9,15 @@ a dropped key is a problem too: Home Assistant would ignore that setting.
 
 from __future__ import annotations
 
-import importlib
-import json
 import subprocess
 import sys
 from typing import Any
 
 import pytest
-import voluptuous as vol
-from homeassistant.components.mqtt.abbreviations import (
-    ABBREVIATIONS,
-    DEVICE_ABBREVIATIONS,
-    ORIGIN_ABBREVIATIONS,
-)
-from homeassistant.components.mqtt.discovery import (
-    MQTT_ORIGIN_INFO_SCHEMA,
-    SUPPORTED_COMPONENTS,
-    TOPIC_MATCHER,
-)
+from ha_discovery import ha_problems
 
 from bridge.mqtt.discovery import DiscoveryMessage, account_discovery
-from bridge.mqtt.topics import Topics
 from fleet_ha import CAPABILITY_SETS, REPO_ROOT, TOPICS, discovery_messages, make_vehicle
-
-# Keys newer Home Assistant versions read that 2024.3 does not know and drops:
-# MQTT sensors take `options` (for enum sensors) since 2024.9.
-NEWER_THAN_HA_2024_3 = {"sensor": {"options"}}
-
-
-def _expand(payload: dict[str, Any]) -> dict[str, Any]:
-    """Home Assistant's abbreviation expansion of a discovery payload."""
-    expanded = {ABBREVIATIONS.get(key, key): value for key, value in payload.items()}
-    if isinstance(expanded.get("device"), dict):
-        expanded["device"] = {
-            DEVICE_ABBREVIATIONS.get(key, key): value for key, value in expanded["device"].items()
-        }
-    if isinstance(expanded.get("origin"), dict):
-        expanded["origin"] = {
-            ORIGIN_ABBREVIATIONS.get(key, key): value for key, value in expanded["origin"].items()
-        }
-    if isinstance(expanded.get("availability"), list):
-        expanded["availability"] = [
-            {ABBREVIATIONS.get(key, key): value for key, value in entry.items()}
-            if isinstance(entry, dict)
-            else entry
-            for entry in expanded["availability"]
-        ]
-    return expanded
-
-
-def ha_problems(message: DiscoveryMessage, topics: Topics = TOPICS) -> list[str]:
-    """What Home Assistant 2024.3 would reject or ignore in one config message."""
-    prefix = f"{topics.discovery_prefix}/"
-    if not message.topic.startswith(prefix):
-        return [f"topic {message.topic!r} is outside the discovery prefix {prefix!r}"]
-    match = TOPIC_MATCHER.match(message.topic[len(prefix) :])
-    if match is None:
-        return [f"topic {message.topic!r} is not a discovery topic Home Assistant accepts"]
-    component = match.group("component")
-    if component not in SUPPORTED_COMPONENTS:
-        return [f"component {component!r} is not supported by MQTT discovery"]
-
-    # What goes over the wire, then Home Assistant's expansion of it.
-    payload = _expand(json.loads(json.dumps(message.payload)))
-    problems = []
-    try:
-        MQTT_ORIGIN_INFO_SCHEMA(payload.get("origin", {"name": "absent"}))
-    except vol.Invalid as err:
-        problems.append(f"origin: {err}")
-
-    schema = importlib.import_module(f"homeassistant.components.mqtt.{component}")
-    try:
-        validated = schema.DISCOVERY_SCHEMA(payload)
-    except vol.Invalid as err:
-        return [*problems, f"{component}: {err}"]
-    dropped = set(payload) - set(validated) - NEWER_THAN_HA_2024_3.get(component, set())
-    if dropped:
-        problems.append(f"{component}: Home Assistant ignores {sorted(dropped)}")
-    return problems
 
 
 @pytest.mark.parametrize("capabilities", CAPABILITY_SETS.values(), ids=CAPABILITY_SETS.keys())

@@ -40,3 +40,30 @@ def test_the_release_check_refuses_a_tag_of_another_version() -> None:
     wrong = subprocess.run([*check, "v99.0.0"], capture_output=True, text=True)
     assert wrong.returncode == 1
     assert "tag v99.0.0" in wrong.stderr
+
+
+def test_the_hacs_zip_holds_the_integration_folder_at_its_root(tmp_path) -> None:
+    """HACS unpacks the release asset into custom_components/fleet_telematics/:
+    manifest.json at the zip's root, brand/ and translations/ kept, no byte caches.
+    The release workflow and scripts/ha-smoke build it with the same script."""
+    import zipfile
+
+    (COMPONENT / "__pycache__").mkdir(exist_ok=True)
+    (COMPONENT / "__pycache__" / "stray.cpython-311.pyc").write_bytes(b"")
+    try:
+        out = tmp_path / "fleet_telematics.zip"
+        script = REPO_ROOT / "scripts" / "ha-hacs-zip"
+        subprocess.run([sys.executable, str(script), str(out)], check=True, capture_output=True)
+        names = set(zipfile.ZipFile(out).namelist())
+    finally:
+        (COMPONENT / "__pycache__" / "stray.cpython-311.pyc").unlink()
+
+    shipped = {
+        p.relative_to(COMPONENT).as_posix()
+        for p in COMPONENT.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert names == shipped
+    assert {"manifest.json", "brand/icon.png", "brand/logo.png", "translations/en.json"} <= names
+    workflow = (REPO_ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert "scripts/ha-hacs-zip dist-hacs/fleet_telematics.zip" in workflow
