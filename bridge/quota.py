@@ -465,6 +465,18 @@ class QuotaBook:
         for key in quota.scopes.all_keys():
             self.state(key).members[quota.account] = quota
 
+    def relabel(self, moved: Mapping[Call, Call]) -> None:
+        """Calls recorded under a provisional account name carry the real one."""
+        for state in self._scopes.values():
+            if any(call in moved for call in state.calls):
+                state.calls = deque(moved.get(call, call) for call in state.calls)
+
+    def forget(self, account: str) -> None:
+        """An account that spends no more (removed): it leaves every scope."""
+        for state in self._scopes.values():
+            state.members.pop(account, None)
+            state.turns.pop(account, None)
+
     def leave(self, quota: Quota) -> None:
         """The account stops spending (removed, reloaded): its turns go too."""
         for key in quota.scopes.all_keys():
@@ -783,7 +795,8 @@ class Quota:
             for dropped in set(state.turns) - set(waiting):
                 del state.turns[dropped]
             state.turns[self.account] = slot
-        shared = f"{budget.describe()}, shared by {len(line)} accounts on {describe_scope(key)}"
+        sharers = len(self.shared_with(budget))
+        shared = f"{budget.describe()}, shared by {sharers} accounts on {describe_scope(key)}"
         if place == 0:
             return Denial(f"{shared}: next in line", slot)
         return Denial(f"{shared}: {_ordinal(place + 1)} in line", slot)

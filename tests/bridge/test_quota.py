@@ -164,7 +164,9 @@ async def test_hold_blocks_every_endpoint_until_it_ends(clock: Clock) -> None:
     await again.acquire("companies")
 
 
-async def test_the_sqlite_ledger_remembers_calls_across_a_restart(clock: Clock, tmp_path: Path) -> None:
+async def test_the_sqlite_ledger_remembers_calls_across_a_restart(
+    clock: Clock, tmp_path: Path
+) -> None:
     path = tmp_path / "store.sqlite"
     with Store(path) as store:
         quota = Quota("f", FLEETIZE, store, now=clock)
