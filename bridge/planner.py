@@ -10,8 +10,9 @@ provider's minimum spacing, and the quota engine refuses any call over budget.
 
 Accounts that share a budget share it in the plan too: N accounts behind one
 FLEETIZE address each plan at most one call per N spacings (they take turns,
-`Quota.min_spacing`), and N accounts on one daily budget (one token) each spread
-a 1/N share of what is left of it.
+`Quota.min_spacing`), and never within one spacing of a poll another of them
+has planned (`Quota.stagger`); N accounts on one daily budget (one token) each
+spread a 1/N share of what is left of it.
 
 Part of the core: standard library only.
 """
@@ -81,5 +82,10 @@ def next_poll(
     if denial is not None:
         wait = (denial.available_at - quota.now()).total_seconds()
         if wait > delay:
-            return Plan(wait, denial.message())
-    return Plan(max(delay, floor), reason)
+            delay, reason = wait, denial.message()
+    delay = max(delay, floor)
+    # Not at the moment another account of a shared spacing plans to poll.
+    staggered = quota.stagger(endpoint, delay)
+    if staggered > delay:
+        return Plan(staggered, f"{reason}, staggered after another account's turn")
+    return Plan(delay, reason)

@@ -407,6 +407,8 @@ class ScopeState:
     members: dict[str, Quota] = field(default_factory=dict)
     # Accounts the spacing held back, with the time each was told to come back.
     turns: dict[str, datetime] = field(default_factory=dict)
+    # When each account plans its next poll (the planner staggers them).
+    planned: dict[str, datetime] = field(default_factory=dict)
 
     def last_call_of(self, account: str) -> datetime:
         for call in reversed(self.calls):
@@ -476,6 +478,7 @@ class QuotaBook:
         for state in self._scopes.values():
             state.members.pop(account, None)
             state.turns.pop(account, None)
+            state.planned.pop(account, None)
 
     def leave(self, quota: Quota) -> None:
         """The account stops spending (removed, reloaded): its turns go too."""
@@ -484,6 +487,7 @@ class QuotaBook:
             if state.members.get(quota.account) is quota:
                 del state.members[quota.account]
             state.turns.pop(quota.account, None)
+            state.planned.pop(quota.account, None)
 
 
 class Quota:
@@ -651,6 +655,31 @@ class Quota:
             ),
             default=0.0,
         )
+
+    def stagger(self, endpoint: str, delay: float) -> float:
+        """`delay` moved past the polls the other accounts of a shared spacing
+        have planned, so that no two plans fall within one spacing; recorded as
+        this account's plan. Later, never earlier: a poll that comes late only
+        waits, one that comes early would be refused."""
+        now = self._now()
+        when = now + timedelta(seconds=delay)
+        for budget in self.budgets:
+            if budget.kind is not BudgetKind.SPACING or not budget.applies(endpoint):
+                continue
+            if len(self.shared_with(budget)) < 2:
+                continue
+            state = self.book.state(self.scopes.key(budget.scope))
+            period = timedelta(seconds=budget.period)
+            others = sorted(
+                planned
+                for name, planned in state.planned.items()
+                if name != self.account and planned + QuotaBook.TURN_GRACE >= now
+            )
+            for planned in others:
+                if planned - period < when < planned + period:
+                    when = planned + period
+            state.planned[self.account] = when
+        return (when - now).total_seconds()
 
     def shared_with(self, budget: Budget) -> list[str]:
         """The accounts of this process that spend from `budget`'s scope with a

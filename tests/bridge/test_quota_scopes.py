@@ -139,6 +139,28 @@ async def test_accounts_on_one_egress_take_turns_fairly_and_never_collide(
     assert max(shares) - min(shares) <= 1, shares
 
 
+async def test_the_planner_staggers_accounts_that_share_a_spacing(clock: Clock) -> None:
+    """Plans never fall within one spacing of each other: nobody is refused."""
+    book = QuotaBook(MemoryLedger())
+    a, b = fleetize(book, "a", clock), fleetize(book, "b", clock)
+    cadence = Cadence(min_interval=60, max_interval=7200, adaptive=False)
+    await a.acquire("devicelist")
+    first = next_poll(cadence, a, moving=False, calls_per_poll=1, endpoint="devicelist")
+    clock.advance(60)
+    await b.acquire("devicelist")
+    # b's even spread (a minute less of the day, as many calls) would land 59.3 s
+    # after a's planned poll, inside its spacing: it goes one spacing after it.
+    second = next_poll(cadence, b, moving=False, calls_per_poll=1, endpoint="devicelist")
+    gap = (second.delay + 60) - first.delay
+    assert gap == pytest.approx(60, abs=1e-3), (first, second)
+    assert "staggered" in second.reason
+    # At its planned time each account finds the spacing free.
+    clock.advance(first.delay - 60)
+    await a.acquire("devicelist")
+    clock.advance(second.delay - (first.delay - 60))
+    await b.acquire("devicelist")
+
+
 async def test_a_place_in_line_is_given_up_by_an_account_that_does_not_come(
     clock: Clock,
 ) -> None:

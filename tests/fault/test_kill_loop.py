@@ -25,8 +25,6 @@ import asyncio
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,46 +35,11 @@ import pytest
 from bridge.providers.metrotec import DEFAULT_BUDGETS
 from bridge.simulator.faults import Rule
 from bridge.simulator.server import SimulatorServer
-from tests.fault.conftest import METROTEC_USER, SECRETS, START, Tally
+from tests.fault.conftest import METROTEC_USER, SECRETS, START, ForkServer, Tally
 from tests.support.mqtt import Message, Mosquitto, Recorder
 
 ROUNDS = 50
 SEED = 8
-
-
-class ForkServer:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fault.forkserver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def _ask(self, line: str) -> str:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline().strip()
-
-    def spawn(self, config: Path, log: Path) -> int:
-        return int(self._ask(f"spawn {config} {log}"))
-
-    def reap(self, pid: int) -> int:
-        return int(self._ask(f"reap {pid}"))
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(10)
-
-
-@pytest.fixture
-def forkserver() -> Iterator[ForkServer]:
-    server = ForkServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
