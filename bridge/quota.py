@@ -662,7 +662,7 @@ class Quota:
         this account's plan. Later, never earlier: a poll that comes late only
         waits, one that comes early would be refused."""
         now = self._now()
-        when = now + timedelta(seconds=delay)
+        when = planned_at = now + timedelta(seconds=delay)
         for budget in self.budgets:
             if budget.kind is not BudgetKind.SPACING or not budget.applies(endpoint):
                 continue
@@ -679,6 +679,8 @@ class Quota:
                 if planned - period < when < planned + period:
                     when = planned + period
             state.planned[self.account] = when
+        if when == planned_at:
+            return delay  # not moved (and not rounded to microseconds either)
         return (when - now).total_seconds()
 
     def shared_with(self, budget: Budget) -> list[str]:
