@@ -126,3 +126,29 @@ async def test_a_restart_remembers_the_shared_spacing(
     await coordinator_of(south).async_refresh()
     assert fleetize_calls(sim) == 2
     assert threshold_errors(sim) == 0
+
+
+async def test_calls_an_older_version_kept_per_account_still_count(
+    hass: HomeAssistant, sim: SimulatorServer, hass_storage: dict[str, Any]
+) -> None:
+    """Before the shared ledger each account kept its calls: an upgrade 20 s
+    after a FLEETIZE call must not call again within the minute."""
+    north = add_entry(hass, sim, TOKENS[0])
+    called = START - timedelta(seconds=20)
+    hass_storage[f"{DOMAIN}.{north.unique_id}"] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": f"{DOMAIN}.{north.unique_id}",
+        "data": {"calls": [["devicelist", called.isoformat()]], "hold": None},
+    }
+    await set_up(hass, north)
+    assert fleetize_calls(sim) == 0
+    coordinator = coordinator_of(north)
+    assert coordinator.quota.calls_left_today() == 89
+    # Adopted once, into the shared ledger, and gone from the account's file.
+    assert await hass.config_entries.async_unload(north.entry_id)
+    assert "calls" not in hass_storage[f"{DOMAIN}.{north.unique_id}"]["data"]
+    assert any(
+        row[1] == called.isoformat()
+        for row in hass_storage[LEDGER_KEY]["data"]["calls"]["fleetize:egress:default"]
+    )
