@@ -55,9 +55,12 @@ __all__ = [
     "QuotaBook",
     "QuotaLedger",
     "Scope",
+    "ScopeState",
     "Scopes",
     "Tally",
     "apply_overrides",
+    "count_calls",
+    "describe_scope",
     "endpoint_window",
     "fingerprint",
 ]
