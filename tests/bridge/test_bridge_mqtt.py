@@ -105,6 +105,8 @@ async def settle(recorder: Recorder, mosquitto: Mosquitto, bridge: Bridge) -> No
     after that reaches the recorder after them."""
     async with asyncio.timeout(15):
         await bridge.link.announced.wait()
+    # Discovery is paced in the background: what is due has gone out too.
+    await bridge.publisher.discovery_settled(15)
     mark = recorder.mark()
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
         await client.publish("fleet/test/sentinel", b"x", qos=1)
