@@ -78,7 +78,7 @@ from bridge.planner import Cadence  # noqa: E402
 from bridge.poller import AccountPoller, AccountStatus, PollerSettings  # noqa: E402
 from bridge.providers import create_provider, default_budgets  # noqa: E402
 from bridge.providers.fleetize import FleetizeProvider  # noqa: E402
-from bridge.quota import Budget, CallLedger, MemoryLedger, Quota  # noqa: E402
+from bridge.quota import Budget, MemoryLedger, Quota, QuotaLedger  # noqa: E402
 from bridge.simulator.clock import SimClock, from_ms  # noqa: E402
 from bridge.simulator.fleetize_quota import (  # noqa: E402
     DAILY_LIMIT,
@@ -140,7 +140,7 @@ class Client:
 
     async def close(self) -> None:
         await self.session.close()
-        self.store.close()
+        await self.store.close()
 
 
 @dataclass
@@ -191,7 +191,7 @@ def sim_sleep(clock: SimClock) -> Callable[[float], Awaitable[None]]:
 
 
 async def build_client(
-    setup: Setup, observer: Observer, store: Store, ledger: CallLedger, budgets: tuple[Budget, ...]
+    setup: Setup, observer: Observer, store: Store, ledger: QuotaLedger, budgets: tuple[Budget, ...]
 ) -> Client:
     """What `BridgeApp.run` builds for one account, on the simulated clock."""
     server = setup.server
@@ -210,7 +210,7 @@ async def build_client(
     poller = AccountPoller(
         setup.settings, provider, publisher, store, quota, setup.cadence, now=clock.now
     )
-    poller.restore()
+    await poller.restore()
     return Client(session, store, poller)
 
 

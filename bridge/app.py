@@ -32,9 +32,9 @@ from bridge.mqtt.requests import (
 )
 from bridge.mqtt.topics import ONLINE, Topics
 from bridge.poller import AccountPoller, PollerSettings
-from bridge.providers import create_provider, default_budgets
-from bridge.quota import Quota
-from bridge.store import Store, StoreError
+from bridge.providers import create_provider
+from bridge.quota import QuotaBook
+from bridge.store import BridgeStore, StoreError, open_store
 from bridge.webhooks import WebhookReceiver, build_targets
 
 if TYPE_CHECKING:
@@ -128,7 +128,9 @@ class Bridge:
         self._stop: asyncio.Event | None = None
         #: Why the bridge stopped on its own (the store cannot be written), if it did.
         self.fatal: StoreError | None = None
-        self.store: Store | None = None
+        self.store: BridgeStore | None = None
+        #: The process's view of the quota ledger, shared by every account.
+        self.quotas: QuotaBook | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down cleanly.
@@ -137,14 +139,17 @@ class Bridge:
         written (full disk, read-only file system): without its ledger and
         journal the bridge could break a quota or a command's exactly-once."""
         self._stop = stop
-        store = self.store = Store(self.config.store.path)
+        store = self.store = await open_store(self.config.store)
+        book = self.quotas = QuotaBook(store)
         try:
             async with aiohttp.ClientSession() as session:
                 for account in self.config.accounts:
-                    quota = Quota(
+                    # Accounts whose scopes are equal (one egress, one token, one
+                    # organisation) spend from one ledger entry through the book.
+                    quota = book.quota(
                         account.id,
-                        account.quota.budgets_for(default_budgets(account.provider)),
-                        store,
+                        account.budgets(),
+                        account.scopes(),
                         now=self._now,
                     )
                     provider = create_provider(
@@ -168,7 +173,7 @@ class Bridge:
                         now=self._now,
                         on_health=self._health_changed,
                     )
-                    restored = poller.restore()
+                    restored = await poller.restore()
                     _LOGGER.info(
                         "%s (%s): %d vehicles restored from the store",
                         account.id,
@@ -200,7 +205,7 @@ class Bridge:
                 for poller in self.pollers.values():
                     await poller.provider.close()
         finally:
-            store.close()
+            await store.close()
         if self.fatal is not None:
             raise self.fatal
 
@@ -253,8 +258,8 @@ class Bridge:
         try:
             await stop.wait()
         finally:
-            # Pollers first: a poll is abandoned between its awaits, and the store
-            # is only written synchronously, so nothing is left half-written.
+            # Pollers first: a poll is abandoned between its awaits, and every
+            # write to the store is one transaction, so nothing is left half-written.
             await asyncio.gather(*(cancel_and_wait(task) for task in tasks[1:]))
             await self.link.close()
             await cancel_and_wait(tasks[0])
@@ -330,7 +335,7 @@ class Bridge:
         if key is not None and self.store is not None:
             # After the broker took it: a crash before this line sends it again
             # (the same transaction), a crash after it never does.
-            self.store.journal_answered(key)
+            await self.store.journal_answered(key)
         return True
 
     async def _flush_outbox(self) -> None:

@@ -1,12 +1,13 @@
 """Commands from MQTT to providers: authorize, journal, dispatch, follow up, answer.
 
-Exactly-once effects rest on the command journal (SQLite): a command is written
-there, keyed by its transaction id (and, for a new task, by its order_ref), before
-it reaches the provider. A redelivered or retried command finds its entry and gets
-the first answer again without reaching the provider a second time. After a crash,
-commands that were accepted but not answered are carried out (lights, snapshots
-and order_ref-keyed tasks are safe to send again) and answered; commands the
-provider accepted but had not confirmed are followed up again.
+Exactly-once effects rest on the command journal (`bridge.store.CommandJournal`):
+a command is written there, keyed by its transaction id (and, for a new task, by
+its order_ref), before it reaches the provider. A redelivered or retried command
+finds its entry and gets the first answer again without reaching the provider a
+second time. After a crash, commands that were accepted but not answered are
+carried out (lights, snapshots and order_ref-keyed tasks are safe to send again)
+and answered; commands the provider accepted but had not confirmed are followed
+up again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -47,7 +47,7 @@ from bridge.mqtt.requests import Request, RequestError, parse_request, transacti
 from bridge.mqtt.topics import Topics, topic_level
 from bridge.poller import AccountPoller
 from bridge.providers.base import LightsControl, SnapshotControl, TaskControl
-from bridge.store import JournalEntry, Store, StoreError
+from bridge.store import CommandJournal, DuplicateEntryError, JournalEntry, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Commander:
         self,
         config: CommandsConfig,
         pollers: Mapping[str, AccountPoller],
-        store: Store,
+        store: CommandJournal,
         topics: Topics,
         respond: Respond,
         *,
@@ -144,11 +144,11 @@ class Commander:
     async def resume(self) -> None:
         """After a restart: send answers that never left, finish what was
         accepted, follow up what was pending."""
-        for entry in self._store.journal_unanswered():
+        for entry in await self._store.journal_unanswered():
             assert entry.response is not None
             _LOGGER.info("Sending the answer to %s %s again", entry.command, entry.key)
             await self._respond(entry.command, json.loads(entry.response), entry.key)
-        for entry in self._store.journal_open():
+        for entry in await self._store.journal_open():
             try:
                 await self._resume_one(entry)
             except StoreError:
@@ -158,7 +158,7 @@ class Commander:
                 # accepted, a provider client bug) is answered with an error and
                 # closed: recovery goes on with the others.
                 response = self._internal_error(entry.transaction_id, err)
-                self._store.journal_update(entry.key, "failed", response=json.dumps(response))
+                await self._store.journal_update(entry.key, "failed", response=json.dumps(response))
                 await self._respond(entry.command, response, entry.key)
 
     async def _resume_one(self, entry: JournalEntry) -> None:
@@ -167,14 +167,14 @@ class Commander:
             response = requests.error(
                 entry.transaction_id, f"account: '{entry.account}' is no longer configured"
             )
-            self._store.journal_update(entry.key, "failed", response=json.dumps(response))
+            await self._store.journal_update(entry.key, "failed", response=json.dumps(response))
             await self._respond(entry.command, response, entry.key)
             return
         try:
             command = parse_command(entry.command, json.loads(entry.body), entry.transaction_id)
         except RequestError as err:
             response = requests.error(entry.transaction_id, str(err), field=err.field)
-            self._store.journal_update(entry.key, "failed", response=json.dumps(response))
+            await self._store.journal_update(entry.key, "failed", response=json.dumps(response))
             await self._respond(entry.command, response, entry.key)
             return
         if entry.status == "accepted":
@@ -210,7 +210,7 @@ class Commander:
         )
         body = command.payload.model_dump_json()
         if command.transaction is not None:
-            known = self._store.journal_by_transaction(command.transaction)
+            known = await self._store.journal_by_transaction(command.transaction)
             if known is not None:
                 if (
                     known.account != command.account
@@ -220,7 +220,7 @@ class Commander:
                     return self._conflict("transaction", command, known), None
                 return await self._repeat(known, command.transaction), None
         if order_ref is not None:
-            known = self._store.journal_by_order(command.account, order_ref)
+            known = await self._store.journal_by_order(command.account, order_ref)
             if known is not None:
                 if known.body != body:
                     return self._conflict("order_ref", command, known), None
@@ -240,12 +240,12 @@ class Commander:
             updated_at=self._now().timestamp(),
         )
         try:
-            self._store.journal_accept(entry)
-        except sqlite3.IntegrityError:
+            await self._store.journal_accept(entry)
+        except DuplicateEntryError:
             # A twin arrived between our look-up and insert: answer as it is answered.
-            twin = self._store.journal_get(key) or (
-                self._store.journal_by_order(command.account, order_ref) if order_ref else None
-            )
+            twin = await self._store.journal_get(key)
+            if twin is None and order_ref is not None:
+                twin = await self._store.journal_by_order(command.account, order_ref)
             return (
                 await self._repeat(twin, command.transaction)
                 if twin
@@ -350,7 +350,7 @@ class Commander:
             # Answered and closed in the journal, never left open to block the
             # recovery of every command after it.
             response = self._internal_error(command.transaction, err)
-            self._store.journal_update(key, "failed", response=json.dumps(response))
+            await self._store.journal_update(key, "failed", response=json.dumps(response))
             return response
         if result.status is CommandStatus.FAILED:
             response = requests.error(
@@ -361,7 +361,7 @@ class Commander:
                 command.transaction,
                 {"state": result.status.value, **dict(result.data)},
             )
-        self._store.journal_update(
+        await self._store.journal_update(
             key, result.status.value, handle=result.handle, response=json.dumps(response)
         )
         await self._effects(command, poller, result)
@@ -441,7 +441,7 @@ class Commander:
                 handle=handle,
                 error=f"the provider did not confirm within {timeout:.0f} s",
             )
-        self._store.journal_update(key, result.status.value)
+        await self._store.journal_update(key, result.status.value)
         await self._effects(command, poller, result)
 
     async def _effects(

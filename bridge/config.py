@@ -61,7 +61,7 @@ from bridge.providers.tracksafe365 import (
     key_environment,
     plan_budgets,
 )
-from bridge.quota import Budget, apply_overrides
+from bridge.quota import DEFAULT_EGRESS, Budget, BudgetKind, Scope, Scopes, apply_overrides
 
 Loc: TypeAlias = tuple[str | int, ...]
 
@@ -71,6 +71,8 @@ _CROSS_CHECKED = "cross_checked"
 
 FLEETIZE_SPACING_S = 60.0
 _ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# An egress or organisation name (it becomes part of a ledger key).
+_SCOPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -205,6 +207,8 @@ class BudgetOverride(_Model):
     limit: Annotated[int, Field(ge=1)] | None = None
     period: Annotated[float, Field(gt=0)] | None = None
     endpoints: list[str] | None = None
+    # Whose calls count against it (docs/quota.md); a new budget: the token's.
+    scope: Literal["token", "account", "organisation", "egress"] | None = None
 
 
 class QuotaConfig(_Model):
@@ -253,11 +257,51 @@ class _AccountBase(_Model):
     request_timeout: Annotated[float, Field(gt=0, le=120)] = 30.0
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     cadence: CadenceConfig = Field(default_factory=CadenceConfig)
+    # The address its calls leave from, by name: accounts on one egress share
+    # the budgets a provider counts per address (FLEETIZE's 60 s spacing).
+    egress: str = DEFAULT_EGRESS
 
     @field_validator("id")
     @classmethod
     def _account_id(cls, value: str) -> str:
         return _check_account_id(value)
+
+    @field_validator("egress", "organisation", check_fields=False)
+    @classmethod
+    def _scope_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SCOPE_NAME.fullmatch(value):
+            raise _invalid(
+                "must be 1 to 64 characters: letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    def credential(self) -> str:
+        """What the provider knows the account by (its token, API key or user)."""
+        for name in ("token", "api_key", "username"):
+            value = getattr(self, name, None)
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            if isinstance(value, str):
+                return value
+        raise AssertionError(f"{type(self).__name__} has no credential")  # pragma: no cover
+
+    def budgets(self) -> tuple[Budget, ...]:
+        """The provider's default budgets with this account's corrections."""
+        from bridge.providers import default_budgets
+
+        provider: str = getattr(self, "provider")  # noqa: B009 (each subclass has it)
+        return self.quota.budgets_for(default_budgets(provider))
+
+    def scopes(self) -> Scopes:
+        """The ledger keys of the account's budgets (bridge.quota.Scopes)."""
+        provider: str = getattr(self, "provider")  # noqa: B009 (each subclass has it)
+        return Scopes.of(
+            provider,
+            self.credential(),
+            egress=self.egress,
+            organisation=getattr(self, "organisation", None),
+        )
 
     @field_validator("token", check_fields=False)
     @classmethod
@@ -294,6 +338,9 @@ class SamsaraAccount(_AccountBase):
 
     provider: Literal["samsara"]
     token: SecretStr
+    # The Samsara organisation the token belongs to: accounts naming the same
+    # one share its 200 requests/s (unnamed: each token counts alone).
+    organisation: str | None = None
     region: Literal["us", "eu"] = "us"
     base_url: str | None = None
     api_version: str | None = None
@@ -807,6 +854,7 @@ class BridgeConfig(_Model):
                         f"apart, but rename one account (e.g. '{short}-{rest}') before "
                         "its vehicles reach Home Assistant"
                     )
+        found += _shared_scope_warnings(self.accounts)
         return found
 
     def secrets(self) -> list[str]:
@@ -818,6 +866,58 @@ class BridgeConfig(_Model):
             # Every SecretStr option of an account, whatever the provider calls it.
             values += [v for v in dict(account).values() if isinstance(v, SecretStr)]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def _names(ids: list[str]) -> str:
+    return ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else ids[0]
+
+
+def _shared_scope_warnings(accounts: list[Account]) -> list[str]:
+    """Accounts that spend from one budget: one credential used twice, and
+    accounts behind one egress on a spacing counted per address."""
+    found: list[str] = []
+    by_token: dict[str, list[Account]] = {}
+    by_egress: dict[str, list[Account]] = {}
+    for account in accounts:
+        scopes = account.scopes()
+        by_token.setdefault(scopes.token, []).append(account)
+        if any(b.kind is BudgetKind.SPACING and b.scope is Scope.EGRESS for b in account.budgets()):
+            by_egress.setdefault(scopes.egress, []).append(account)
+    for group in by_token.values():
+        if len(group) < 2:
+            continue
+        ids = [a.id for a in group]
+        first = group[0]
+        shared = [
+            b.describe()
+            for b in first.budgets()
+            if b.scope in (Scope.TOKEN, Scope.ACCOUNT) and not b.endpoints
+        ]
+        found.append(
+            f"accounts {_names(ids)} ({first.provider}) use the same credentials: "
+            f"{first.provider} counts them as one account, so they spend from one "
+            f"budget ({', '.join(shared) or 'its limits'}) and each plans its share of it; "
+            "one account would poll the same vehicles once instead of "
+            f"{len(group)} times"
+        )
+    for group in by_egress.values():
+        if len(group) < 2:
+            continue
+        ids = [a.id for a in group]
+        spacing = max(
+            b.period
+            for a in group
+            for b in a.budgets()
+            if b.kind is BudgetKind.SPACING and b.scope is Scope.EGRESS
+        )
+        found.append(
+            f"{group[0].provider} accounts {_names(ids)} share egress '{group[0].egress}' "
+            f"({group[0].provider} counts its {spacing:g} s spacing per address): they take "
+            f"turns, each polls at most every {spacing * len(group):g} s, never two "
+            "within the spacing; give an account its own `egress:` only if its calls "
+            "really leave from another address"
+        )
+    return found
 
 
 def _duplicate_ids(ids: list[object]) -> list[tuple[Loc, str]]:

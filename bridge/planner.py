@@ -8,6 +8,12 @@ fleet is parked; what a parked fleet did not spend stays in the budget and the
 even spread shrinks, so the busy hours get it. It never plans below the
 provider's minimum spacing, and the quota engine refuses any call over budget.
 
+Accounts that share a budget share it in the plan too: N accounts behind one
+FLEETIZE address each plan at most one call per N spacings (they take turns,
+`Quota.min_spacing`), and never within one spacing of a poll another of them
+has planned (`Quota.stagger`); N accounts on one daily budget (one token) each
+spread a 1/N share of what is left of it.
+
 Part of the core: standard library only.
 """
 
@@ -62,7 +68,7 @@ def next_poll(
         # reserve stays for commands and refreshes).
         return Plan(seconds_left + 1.0, "daily budget spent until the provider's day ends")
     else:
-        polls_left = max(1.0, left / max(calls_per_poll, 1.0))
+        polls_left = max(1.0, left / max(calls_per_poll, 1.0) / quota.daily_sharers())
         even = seconds_left / polls_left
         if not cadence.adaptive:
             delay, reason = even, "daily budget spread evenly"
@@ -76,5 +82,10 @@ def next_poll(
     if denial is not None:
         wait = (denial.available_at - quota.now()).total_seconds()
         if wait > delay:
-            return Plan(wait, denial.message())
-    return Plan(max(delay, floor), reason)
+            delay, reason = wait, denial.message()
+    delay = max(delay, floor)
+    # Not at the moment another account of a shared spacing plans to poll.
+    staggered = quota.stagger(endpoint, delay)
+    if staggered > delay:
+        return Plan(staggered, f"{reason}, staggered after another account's turn")
+    return Plan(delay, reason)

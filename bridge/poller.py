@@ -27,7 +27,7 @@ from bridge.mqtt.publisher import Publisher, encode
 from bridge.planner import Cadence, next_poll
 from bridge.providers.base import Provider
 from bridge.quota import Quota
-from bridge.store import AlertClaim, Store, StoreError
+from bridge.store import AlertClaim, BridgeStore, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class AccountPoller:
     settings: PollerSettings
     provider: Provider
     publisher: Publisher
-    store: Store
+    store: BridgeStore
     quota: Quota
     cadence: Cadence = field(default_factory=Cadence)
     now: Callable[[], datetime] = utc_now
@@ -106,15 +106,19 @@ class AccountPoller:
     # Polls, webhooks and reconnections all flush alerts: one at a time, so an
     # alert is never sent twice by two of them at once.
     _alerts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Why the last poll did not go (a budget said no), for a refresh waiting on it.
+    _declined: QuotaExhaustedError | None = None
 
     @property
     def account(self) -> str:
         return self.settings.account
 
-    def restore(self) -> int:
-        """Resume from the store; returns the number of vehicles restored."""
-        states = self.store.load_states(self.account)
-        self.provider.restore(self.store.load_checkpoint(self.account), states)
+    async def restore(self) -> int:
+        """Resume from the store (and the quota from its ledger); returns the
+        number of vehicles restored."""
+        await self.quota.load()
+        states = await self.store.load_states(self.account)
+        self.provider.restore(await self.store.load_checkpoint(self.account), states)
         self.publisher.seed(self.account, states)
         self.health.vehicles = len(states)
         return len(states)
@@ -137,11 +141,11 @@ class AccountPoller:
                 )
                 for alert in alerts
             ]
-            fresh = self.store.claim_alerts(self.account, claims)
+            fresh = await self.store.claim_alerts(self.account, claims)
         await self.flush_alerts()
         now = self.now()
         if self._pruned_at is None or now - self._pruned_at > timedelta(hours=1):
-            self.store.prune_alerts(now - timedelta(days=self.settings.alert_retention_days))
+            await self.store.prune_alerts(now - timedelta(days=self.settings.alert_retention_days))
             self._pruned_at = now
         return len(fresh)
 
@@ -152,7 +156,7 @@ class AccountPoller:
         An alert is stale when it is published long after it happened: first
         seen late, or held through a broker outage."""
         async with self._alerts_lock:
-            pending = self.store.alerts_undelivered(self.account)
+            pending = await self.store.alerts_undelivered(self.account)
             if not pending:
                 return 0
             now = self.now().timestamp()
@@ -163,7 +167,7 @@ class AccountPoller:
                 alerts.append((claim.topic, data))
             if not await self.publisher.publish_alerts(self.account, alerts):
                 return 0
-            self.store.alerts_delivered(self.account, [claim.alert_id for claim in pending])
+            await self.store.alerts_delivered(self.account, [claim.alert_id for claim in pending])
             return len(pending)
 
     async def apply(self, vehicle_id: str, **changes: object) -> None:
@@ -173,7 +177,7 @@ class AccountPoller:
             return
         changed = state.merged(**changes)
         await self.publisher.vehicles_changed(self.account, [changed])
-        self.store.save_poll(self.account, self.provider.checkpoint(), [changed])
+        await self.store.save_poll(self.account, self.provider.checkpoint(), [changed])
 
     def request_poll(self, *, refresh_vehicles: bool = False) -> None:
         """Poll now instead of at the end of the current wait (optionally re-reading
@@ -202,6 +206,10 @@ class AccountPoller:
         self._next_priority = Priority.COMMAND
         self._wake.set()
         await self.wait_polls(target, timeout)
+        if self._declined is not None:
+            # The ledger said no after all (another account's turn, a call of
+            # another process): never a call past it, and the user hears when.
+            raise self._declined
         if self.health.last_error is not None and self.health.status is not AccountStatus.OK:
             raise ProviderError(self.health.last_error)
         return RefreshResult(self._last_changed, self.health.vehicles)
@@ -288,6 +296,7 @@ class AccountPoller:
             now=now,
         )
         calls_before = self.quota.calls_made
+        self._declined = None
         try:
             update = await self.provider.poll(plan)
         except ProviderAuthError as err:
@@ -297,6 +306,7 @@ class AccountPoller:
             raise  # the daemon stops: polling on without a ledger could break a quota
         except QuotaExhaustedError as err:
             # Not a failure: the bridge itself declined to exceed a budget.
+            self._declined = err
             self.health.plan_reason = err.args[0]
             _LOGGER.info("%s: waiting %.0fs for quota: %s", self.account, err.retry_after, err)
             return max(err.retry_after, 1.0)
@@ -318,7 +328,9 @@ class AccountPoller:
         if update.removed:
             await self.publisher.vehicles_removed(self.account, update.removed)
         # Persist after publishing: a crash in between replays, never skips.
-        self.store.save_poll(self.account, self.provider.checkpoint(), changed, update.removed)
+        await self.store.save_poll(
+            self.account, self.provider.checkpoint(), changed, update.removed
+        )
         self._last_changed = len(changed)
         spent = self.quota.calls_made - calls_before
         if spent and not plan.refresh_vehicles:

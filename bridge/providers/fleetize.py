@@ -51,7 +51,7 @@ from bridge.providers.parse import (
     unix_time,
     valid_coordinates,
 )
-from bridge.quota import Budget, BudgetKind, Quota
+from bridge.quota import Budget, BudgetKind, Quota, Scope
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,10 +60,11 @@ BASE_URL = "https://api.fleetize.com/v2"
 ACTION_DEVICELIST = "devicelist"
 ACTION_DEVICE = "device"
 DEFAULT_BUDGETS = (
-    Budget("daily", BudgetKind.DAILY, limit=100),
-    # Documented per IP address; one bridge polling several FLEETIZE accounts
-    # from one address should raise this (quota.budgets.spacing.period).
-    Budget("spacing", BudgetKind.SPACING, period=60.0),
+    # Per account (FLEETIZE counts a token's calls).
+    Budget("daily", BudgetKind.DAILY, limit=100, scope=Scope.ACCOUNT),
+    # Documented per IP address: every account behind one egress shares it, and
+    # the accounts take turns (bridge.quota).
+    Budget("spacing", BudgetKind.SPACING, period=60.0, scope=Scope.EGRESS),
 )
 # After #1055 the provider restarts its 60 s counter: wait a full fresh minute.
 THRESHOLD_PAUSE_S = 61.0
@@ -261,13 +262,13 @@ class FleetizeProvider:
         text = response.body.decode("utf-8", "replace").strip()
         error = _ERROR.match(text)
         if error:
-            self._raise(int(error.group(1)), error.group(2).strip())
+            await self._raise(int(error.group(1)), error.group(2).strip())
         try:
             return loads_lenient(text)
         except (ValueError, RecursionError) as err:
             raise ProviderDataError(f"FLEETIZE {action}: unreadable answer ({err})") from None
 
-    def _raise(self, code: int, text: str) -> None:
+    async def _raise(self, code: int, text: str) -> None:
         message = f"FLEETIZE error #{code}: {clip(text, 160)}"
         if code == 1000:
             raise ProviderAuthError(
@@ -280,7 +281,11 @@ class FleetizeProvider:
             )
         if code == 1055:
             if self.quota is not None:
-                self.quota.hold(THRESHOLD_PAUSE_S, "FLEETIZE #1055, waiting a fresh 60 s")
+                # FLEETIZE restarts the counter of the address: every account
+                # behind it waits.
+                await self.quota.hold(
+                    THRESHOLD_PAUSE_S, "FLEETIZE #1055, waiting a fresh 60 s", Scope.EGRESS
+                )
             raise ProviderRateLimitedError(message, retry_after=THRESHOLD_PAUSE_S)
         raise ProviderError(message)
 

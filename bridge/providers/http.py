@@ -183,7 +183,7 @@ class HttpClient:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 wait = retry_after if retry_after is not None else self.retry.backoff(attempt)
                 if self.quota is not None:
-                    self.quota.hold(wait, f"{self.provider} answered 429")
+                    await self.quota.hold(wait, f"{self.provider} answered 429")
                 failed = ProviderRateLimitedError(
                     f"{self.provider} rate limit reached (429), retry after {wait:.2f}s",
                     retry_after=wait,
@@ -215,14 +215,14 @@ class HttpClient:
         if self.quota is None:
             return
         try:
-            self.quota.acquire(endpoint, priority)
+            await self.quota.acquire(endpoint, priority)
         except QuotaExhaustedError as err:
             if err.retry_after > self.retry.max_quota_wait:
                 raise
             # Wait once for a window about to slide; if it still says no (the
             # clock is a simulation's, or others spent it), the poller decides.
             await self.sleep(max(err.retry_after, 0.01))
-            self.quota.acquire(endpoint, priority)
+            await self.quota.acquire(endpoint, priority)
 
     async def _send(
         self,

@@ -86,7 +86,7 @@ from bridge.providers.parse import (
     text,
     valid_coordinates,
 )
-from bridge.quota import Budget, BudgetKind, Quota
+from bridge.quota import Budget, BudgetKind, Quota, Scope
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ PATHS: dict[str, tuple[str, str]] = {
 # Django REST API comfortably serves per user, and a poll costs 3-4 calls, so
 # a 30 s poll uses about 8 of these 60 and leaves the rest to commands. Raise it
 # in `quota.budgets.per_account` if Metrotec grants more; 429s are honoured anyway.
-DEFAULT_BUDGETS = (Budget("per_account", BudgetKind.WINDOW, limit=60, period=60.0),)
+DEFAULT_BUDGETS = (
+    Budget("per_account", BudgetKind.WINDOW, limit=60, period=60.0, scope=Scope.ACCOUNT),
+)
 # Renew a JWT this long before it expires (at most a tenth of its lifetime).
 TOKEN_MARGIN = timedelta(minutes=5)
 # Position records (the meanings of the counters are not documented: these are

@@ -187,9 +187,11 @@ class BridgeMetrics:
         health = poller.health
         now = (health.polls, health.failures, poller.quota.calls_made)
         polls, failures, calls = self._seen.get(poller.account, (0, 0, 0))
-        self._seen[poller.account] = now
         if health.polls <= polls:
-            return  # a health report without a poll (a reconnection)
+            # A health report without a poll (a reconnection, maybe in the middle
+            # of a poll): the poll's calls count when it ends, not here.
+            return
+        self._seen[poller.account] = now
         if health.status is AccountStatus.STOPPED:
             result = "stopped"
         elif health.failures > failures:

@@ -402,11 +402,11 @@ class WebServer:
         # The commander's journal key (bridge/commander.py `_execute`).
         key = f"{command.account}/{transaction}"
         try:
-            new = store is None or store.journal_get(key) is None
+            new = store is None or await store.journal_get(key) is None
             answer = await self._bridge.commander.execute(command)
             if store is not None and new:
                 # Answered here, in the page: a restart must not send it on MQTT.
-                store.journal_answered(key)
+                await store.journal_answered(key)
         except StoreError as err:
             self._fatal(err)
             return requests.error(transaction, f"command: not accepted: {err}")
@@ -428,7 +428,7 @@ class WebServer:
             if store is None:
                 continue
             for key, followed in list(self._followed.items()):
-                entry = store.journal_get(key)
+                entry = await store.journal_get(key)
                 if entry is not None and entry.status in ("accepted", "pending"):
                     continue
                 del self._followed[key]

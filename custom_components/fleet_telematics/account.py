@@ -1,10 +1,14 @@
 """From a config entry to a provider client and its quota (the bridge core).
 
 Each provider's credential fields, how they become the core's settings
-dataclass, and the budgets that apply. Nothing here talks to Home Assistant's
-UI; the config flow and the coordinator both build their client from here, so
-the one call the flow makes to check credentials is counted by the same quota
-ledger the coordinator polls with.
+dataclass, the budgets that apply and the scopes they are counted in. Nothing
+here talks to Home Assistant's UI; the config flow and the coordinator both build
+their client from here, so the one call the flow makes to check credentials is
+counted by the same quota ledger the coordinator polls with.
+
+Every entry of one Home Assistant calls from one address: the egress is always
+the shared default, so two FLEETIZE entries share FLEETIZE's 60 s spacing (and
+take turns, `bridge.quota`), and two entries with one token share its budgets.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from bridge.providers.tracksafe365 import (
     effective_plan,
     plan_budgets,
 )
-from bridge.quota import Budget, CallLedger, Quota, apply_overrides
+from bridge.quota import Budget, Quota, QuotaBook, QuotaLedger, Scopes, apply_overrides
 
 from .const import (
     CONF_ADAPTIVE,
@@ -150,16 +154,38 @@ def cadence_for(options: Mapping[str, Any]) -> Cadence:
     )
 
 
+def scopes_for(data: Mapping[str, Any]) -> Scopes:
+    """Where the entry's budgets are counted: by its credentials, from the one
+    address of this Home Assistant (Metrotec: the user, or the API key)."""
+    provider = data[CONF_PROVIDER]
+    credential = next(
+        str(data[name]) for name in (CONF_TOKEN, CONF_API_KEY, CONF_USERNAME) if data.get(name)
+    )
+    return Scopes.of(provider, credential)
+
+
+def quota_book(ledger: QuotaLedger) -> QuotaBook:
+    """The in-memory view shared by everything that spends from `ledger`."""
+    book = getattr(ledger, "book", None)
+    return book if isinstance(book, QuotaBook) else QuotaBook(ledger)
+
+
 def build_client(
     session: aiohttp.ClientSession,
     data: Mapping[str, Any],
     options: Mapping[str, Any],
-    ledger: CallLedger,
+    ledger: QuotaLedger,
     account: str,
 ) -> tuple[Provider, Quota]:
     """A provider client whose every call goes through the account's quota."""
     # Looked up at each call so that tests can run the account on a simulated clock.
-    quota = Quota(account, budgets_for(data, options), ledger, now=lambda: utc_now())
+    quota = Quota(
+        account,
+        budgets_for(data, options),
+        quota_book(ledger),
+        scopes=scopes_for(data),
+        now=lambda: utc_now(),
+    )
     provider = create_provider(data[CONF_PROVIDER], session, settings_for(data), quota)
     return provider, quota
 

@@ -213,7 +213,7 @@ async def test_a_command_accepted_before_a_crash_is_finished_after_the_restart(
     config = make_config(mosquitto, simulator, tmp_path)
     # What a crash between "accepted" and "sent to the provider" leaves behind.
     with Store(config.store.path) as store:
-        store.journal_accept(
+        await store.journal_accept(
             JournalEntry(
                 key="fleet/before-crash",
                 command="snapshot",
@@ -236,7 +236,7 @@ async def test_a_command_accepted_before_a_crash_is_finished_after_the_restart(
     assert answer["status"] == "ok"
     assert simulator.samsara.stats()["media_retrievals"] == 1
     with Store(config.store.path) as store:
-        entry = store.journal_get("fleet/before-crash")
+        entry = await store.journal_get("fleet/before-crash")
         assert entry is not None
         assert entry.status in ("pending", "confirmed")
 

@@ -255,9 +255,9 @@ async def test_recovery_answers_an_entry_it_cannot_finish_and_goes_on(
     lights = {"account": "tallinn", "vehicle": vehicle, "state": "ON"}
     gone = {"account": "oslo", "vehicle": vehicle, "state": "ON"}
     with Store(config.store.path) as store:
-        store.journal_accept(journal_entry("bad-task", "task/create", bad, 1.0))
-        store.journal_accept(journal_entry("lights-after", "lights", lights, 2.0))
-        store.journal_accept(
+        await store.journal_accept(journal_entry("bad-task", "task/create", bad, 1.0))
+        await store.journal_accept(journal_entry("lights-after", "lights", lights, 2.0))
+        await store.journal_accept(
             journal_entry("other-account", "lights", gone, 3.0)._replace(
                 key="oslo/other-account", account="oslo"
             )
@@ -279,9 +279,9 @@ async def test_recovery_answers_an_entry_it_cannot_finish_and_goes_on(
     assert metrotec_sim.metrotec.stats()["tasks"]["created"] == 0
     with Store(config.store.path) as store:
         # Nothing left to finish (the lights are pending: followed up, answered).
-        assert [e.key for e in store.journal_open()] == ["tallinn/lights-after"]
-        assert store.journal_open()[0].status == "pending"
-        assert store.journal_unanswered() == []
+        assert [e.key for e in await store.journal_open()] == ["tallinn/lights-after"]
+        assert (await store.journal_open())[0].status == "pending"
+        assert await store.journal_unanswered() == []
 
 
 async def test_a_provider_bug_in_a_command_is_answered_and_closed(
@@ -309,4 +309,4 @@ async def test_a_provider_bug_in_a_command_is_answered_and_closed(
     assert answer["transaction"] == "bug"
     assert answer["error"] == "command: failed: internal error (OverflowError)"
     with Store(config.store.path) as store:
-        assert store.journal_open() == []
+        assert await store.journal_open() == []

@@ -31,28 +31,28 @@ TRUCK = VehicleState(
 )
 
 
-def test_a_poll_survives_a_restart(tmp_path: Path) -> None:
+async def test_a_poll_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     with Store(path) as store:
-        store.save_poll("depot", {"feed:gps": "cursor-1"}, [TRUCK])
+        await store.save_poll("depot", {"feed:gps": "cursor-1"}, [TRUCK])
     with Store(path) as reopened:
-        assert reopened.load_checkpoint("depot") == {"feed:gps": "cursor-1"}
-        assert reopened.load_states("depot") == [TRUCK]
-        assert reopened.load_states("other") == []
+        assert await reopened.load_checkpoint("depot") == {"feed:gps": "cursor-1"}
+        assert await reopened.load_states("depot") == [TRUCK]
+        assert await reopened.load_states("other") == []
 
 
-def test_checkpoint_replaced_and_removed_vehicles_forgotten(tmp_path: Path) -> None:
+async def test_checkpoint_replaced_and_removed_vehicles_forgotten(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as store:
         van = VehicleState(vehicle_id="113", name="Van")
-        store.save_poll("depot", {"a": "1", "b": "1"}, [TRUCK, van])
-        store.save_poll("depot", {"a": "2"}, [], removed=["112"])
-        assert store.load_checkpoint("depot") == {"a": "2"}
-        assert [s.vehicle_id for s in store.load_states("depot")] == ["113"]
+        await store.save_poll("depot", {"a": "1", "b": "1"}, [TRUCK, van])
+        await store.save_poll("depot", {"a": "2"}, [], removed=["112"])
+        assert await store.load_checkpoint("depot") == {"a": "2"}
+        assert [s.vehicle_id for s in await store.load_states("depot")] == ["113"]
 
 
-def test_a_failed_write_leaves_the_previous_poll_intact(tmp_path: Path) -> None:
+async def test_a_failed_write_leaves_the_previous_poll_intact(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as store:
-        store.save_poll("depot", {"a": "1"}, [TRUCK])
+        await store.save_poll("depot", {"a": "1"}, [TRUCK])
 
         class Boom(Exception):
             pass
@@ -65,15 +65,16 @@ def test_a_failed_write_leaves_the_previous_poll_intact(tmp_path: Path) -> None:
                 return iter(broken())
 
         with pytest.raises(Boom):
-            store.save_poll("depot", {"a": "2"}, Exploding())  # type: ignore[arg-type]
+            await store.save_poll("depot", {"a": "2"}, Exploding())  # type: ignore[arg-type]
         # Neither the new cursor nor anything else of the failed poll is kept.
-        assert store.load_checkpoint("depot") == {"a": "1"}
-        assert store.load_states("depot") == [TRUCK]
+        assert await store.load_checkpoint("depot") == {"a": "1"}
+        assert await store.load_states("depot") == [TRUCK]
 
 
 def test_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    Store(path).close()
+    with Store(path):
+        pass
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(StoreError, match="newer fleet-bridge"):
@@ -87,11 +88,11 @@ def test_unreadable_location_is_a_clear_error(tmp_path: Path) -> None:
         Store(blocker / "s.sqlite")
 
 
-def test_a_corrupt_row_is_skipped_not_fatal(tmp_path: Path) -> None:
+async def test_a_corrupt_row_is_skipped_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     with Store(path) as store:
-        store.save_poll("depot", {}, [TRUCK])
+        await store.save_poll("depot", {}, [TRUCK])
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO vehicle_state VALUES('depot', '999', '{not json', '2026-01-01')")
     with Store(path) as store:
-        assert [s.vehicle_id for s in store.load_states("depot")] == ["112"]
+        assert [s.vehicle_id for s in await store.load_states("depot")] == ["112"]

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +88,47 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(t.by_kind.items()))
     terminalreporter.write_line(f"fault suite: injected by kind: {kinds}")
+
+
+class ForkServer:
+    """`python -m tests.fault.forkserver`: forks a bridge process in milliseconds."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fault.forkserver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _ask(self, line: str) -> str:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def spawn(self, config: Path, log: Path) -> int:
+        return int(self._ask(f"spawn {config} {log}"))
+
+    def spawn_virtual(self, config: Path, log: Path, clock: Path) -> int:
+        """A bridge on the clock the test moves (tests/fault/virtual_time.py)."""
+        return int(self._ask(f"spawn-virtual {config} {log} {clock}"))
+
+    def reap(self, pid: int) -> int:
+        return int(self._ask(f"reap {pid}"))
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def forkserver() -> Iterator[ForkServer]:
+    server = ForkServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ async def test_alerts_found_while_the_broker_is_down_are_published_once_it_is_ba
     # Published two hours after the first of them happened: marked stale.
     assert any(a["stale"] for a in seen)
     with Store(config.store.path) as store:
-        assert store.alerts_undelivered("ts") == []
+        assert await store.alerts_undelivered("ts") == []
 
 
 async def test_an_answer_lost_with_the_broker_in_the_instant_of_a_kill_is_sent_again(

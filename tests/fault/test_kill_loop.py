@@ -26,8 +26,6 @@ import contextlib
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,46 +37,11 @@ import pytest
 from bridge.providers.metrotec import DEFAULT_BUDGETS
 from bridge.simulator.faults import Rule
 from bridge.simulator.server import SimulatorServer
-from tests.fault.conftest import METROTEC_USER, SECRETS, START, Tally
+from tests.fault.conftest import METROTEC_USER, SECRETS, START, ForkServer, Tally
 from tests.support.mqtt import Message, Mosquitto, Recorder
 
 ROUNDS = 50
 SEED = 8
-
-
-class ForkServer:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fault.forkserver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def _ask(self, line: str) -> str:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline().strip()
-
-    def spawn(self, config: Path, log: Path) -> int:
-        return int(self._ask(f"spawn {config} {log}"))
-
-    def reap(self, pid: int) -> int:
-        return int(self._ask(f"reap {pid}"))
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(10)
-
-
-@pytest.fixture
-def forkserver() -> Iterator[ForkServer]:
-    server = ForkServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -170,7 +133,13 @@ PRUNE_MARGIN = 2.0
 
 def ledger_violations(store: Path) -> tuple[list[str], list[float]]:
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-        times = [row[0] for row in db.execute("SELECT at FROM quota_call ORDER BY at")]
+        # The account's calls, each once (a call is kept under each of its scopes).
+        times = [
+            row[0]
+            for row in db.execute(
+                "SELECT at FROM quota_ledger WHERE scope LIKE 'metrotec:account:%' ORDER BY at"
+            )
+        ]
     problems = []
     for budget in DEFAULT_BUDGETS:
         start = 0

@@ -69,8 +69,8 @@ async def test_the_bridge_stops_safely_and_the_store_stays_intact(
     await recorder.wait_for(lambda: recorder.retained.get("fleet/bridge/state") == b"offline")
     # Not corrupt, and a restart can open and use it.
     with Store(config.store.path) as store:
-        assert store.integrity() == "ok"
-        assert store.load_states("sam")
+        assert await store.integrity() == "ok"
+        assert await store.load_states("sam")
 
 
 def test_the_cli_names_the_store_and_exits_2(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_the_cli_names_the_store_and_exits_2(tmp_path: Path) -> None:
     assert f"fleet-bridge: stopped: cannot open the store at {store}" in result.stderr
 
 
-def test_a_store_from_before_answers_were_tracked_is_upgraded(tmp_path: Path) -> None:
+async def test_a_store_from_before_answers_were_tracked_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:
         db.executescript(
@@ -109,8 +109,8 @@ def test_a_store_from_before_answers_were_tracked_is_upgraded(tmp_path: Path) ->
     db.close()
     with Store(path) as store:
         # What the older bridge answered is not sent a second time.
-        assert store.journal_unanswered() == []
-        assert store.integrity() == "ok"
+        assert await store.journal_unanswered() == []
+        assert await store.integrity() == "ok"
 
 
 async def test_the_store_is_private_and_keeps_no_bearer_token(

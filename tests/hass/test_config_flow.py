@@ -48,9 +48,8 @@ from pytest_homeassistant_custom_component.common import (  # type: ignore[impor
 from bridge.errors import QuotaExhaustedError
 from bridge.providers.fleetize import FleetizeProvider
 from bridge.providers.parse import fingerprint
-from bridge.quota import Quota
 from bridge.simulator.server import SimulatorServer
-from custom_components.fleet_telematics.account import PROVIDERS, budgets_for, build_client
+from custom_components.fleet_telematics.account import PROVIDERS, build_client
 from custom_components.fleet_telematics.compat import ADVANCED_MODE_DEPRECATED
 from custom_components.fleet_telematics.config_flow import EPOCH, SECTION_ADVANCED
 from custom_components.fleet_telematics.const import (
@@ -71,7 +70,7 @@ from custom_components.fleet_telematics.const import (
     DOMAIN,
     ISSUE_TOKEN_BLOCKED,
 )
-from custom_components.fleet_telematics.store import AccountStore, async_get_store
+from custom_components.fleet_telematics.store import LEDGER_KEY, AccountStore, async_get_store
 from fleet_sim import as_form
 
 DEFAULTS = {
@@ -100,6 +99,11 @@ async def _integration(
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _later(seconds: float) -> Any:
+    """The quota's clock `seconds` ahead (the flows' quota runs on real time here)."""
+    return lambda: dt_util.utcnow() + timedelta(seconds=seconds)
+
+
 async def options_init(hass: HomeAssistant, entry_id: str) -> dict[str, Any]:
     return dict(await hass.config_entries.options.async_init(entry_id))
 
@@ -378,23 +382,26 @@ async def test_missing_scope(hass: HomeAssistant, sim: SimulatorServer) -> None:
 
 
 async def test_rate_limited_then_quota_exhausted(hass: HomeAssistant, sim: SimulatorServer) -> None:
-    """FLEETIZE allows one call a minute per address: a second token within the
-    minute is refused by FLEETIZE (#1055); trying it again at once is refused by
-    the quota, without a call, with the time it may go."""
+    """FLEETIZE allows one call a minute per address, whatever the token: a
+    second token within the minute is refused by the quota shared by every entry
+    (one address), without a call, with the time it may go; FLEETIZE's own
+    #1055 (another client on the address) is shown as rate limited."""
     entry_of(hass, await add(hass, "fleetize", fleetize_input(sim)))
 
     form = await choose(hass, "fleetize")
     other = fleetize_input(sim, FLEETIZE_OTHER_TOKEN)
     result = await configure(hass, form["flow_id"], other)
-    assert result["errors"] == {"base": "rate_limited"}
-    assert result["description_placeholders"]["retry_after"] == "61"
-    assert sim.fleetize.error_counts[1055] == 1
-
-    result = await configure(hass, form["flow_id"], other)
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "quota_exhausted"}
     assert TIME_OR_DATE.match(result["description_placeholders"]["until"])
-    assert sim.fleetize.error_counts[1055] == 1  # nothing reached FLEETIZE
+    assert sim.fleetize.error_counts[1055] == 0  # nothing reached FLEETIZE
+
+    # Another client on the address (not this Home Assistant) spent the minute.
+    sim.fleetize.fail_next(status=200, body="ERROR #1055 - QUERY-THRESHOLD EXCEEDED")
+    with patch("custom_components.fleet_telematics.account.utc_now", _later(61)):
+        result = await configure(hass, form["flow_id"], other)
+    assert result["errors"] == {"base": "rate_limited"}
+    assert result["description_placeholders"]["retry_after"] == "61"
     # The other token's failed attempts stay out of the first account's store.
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     assert entry.unique_id is not None
@@ -533,7 +540,9 @@ async def test_second_account_same_title(hass: HomeAssistant, sim: SimulatorServ
     entry_of(hass, await add(hass, "fleetize", fleetize_input(sim)))
     sim.clock.advance(61)  # FLEETIZE's spacing is per address, not per token
 
-    entry = entry_of(hass, await add(hass, "fleetize", fleetize_input(sim, FLEETIZE_OTHER_TOKEN)))
+    with patch("custom_components.fleet_telematics.account.utc_now", _later(61)):
+        result = await add(hass, "fleetize", fleetize_input(sim, FLEETIZE_OTHER_TOKEN))
+    entry = entry_of(hass, result)
 
     assert entry.unique_id is not None
     assert entry.title == f"FLEETIZE {entry.unique_id[:8]}"
@@ -552,15 +561,18 @@ async def test_validation_call_is_counted(
     store = await async_get_store(hass, uid)
     calls = store.load_calls(uid, EPOCH)
     assert [c.endpoint for c in calls] == ["devicelist"]
-    quota = Quota(uid, budgets_for(entry.data, entry.options), store)
+    _, quota = build_client(async_get_clientsession(hass), entry.data, entry.options, store, uid)
     with pytest.raises(QuotaExhaustedError) as refused:
-        quota.acquire("devicelist")
+        await quota.acquire("devicelist")
     assert refused.value.available_at == calls[0].at + timedelta(seconds=60)
 
-    # Written at once, not in a coalesced save: a restart now still knows it.
-    assert len(hass_storage[f"{DOMAIN}.{uid}"]["data"]["calls"]) == 1
+    # Written at once, not in a coalesced save: a restart now still knows it
+    # (in the ledger every entry shares, under the address and the token).
+    stored = hass_storage[LEDGER_KEY]["data"]["calls"]
+    assert [len(rows) for rows in stored.values()] == [1, 1]
+    hass.data.pop(f"{DOMAIN}_ledger")
     reloaded = AccountStore(hass, uid)
-    await reloaded.async_load()
+    await reloaded.ledger.async_load()
     assert reloaded.load_calls(uid, EPOCH) == calls
 
 

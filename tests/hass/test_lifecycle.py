@@ -130,10 +130,11 @@ async def test_quota_survives_a_restart(
     entry = await setup_account(hass, sim, "fleetize")
     assert sim.fleetize.stats()["calls_today"] == 1
     assert await hass.config_entries.async_unload(entry.entry_id)
-    stored = hass_storage[f"{DOMAIN}.{entry.unique_id}"]
-    assert len(stored["data"]["calls"]) == 1  # type: ignore[index]
+    stored = hass_storage[f"{DOMAIN}.quota"]  # the ledger every entry shares
+    assert [len(calls) for calls in stored["data"]["calls"].values()] == [1, 1]  # type: ignore[index]
     # A restart: nothing in memory, only what is on disk.
     hass.data.pop(f"{DOMAIN}_stores")
+    hass.data.pop(f"{DOMAIN}_ledger")
     sim.clock.advance(20)
 
     assert await hass.config_entries.async_setup(entry.entry_id)

@@ -280,7 +280,7 @@ async def test_a_command_the_quota_forbids_is_not_sent(
     entry = await setup_account(hass, sim, "metrotec")
     coordinator = coordinator_of(entry)
     vehicle = sorted(coordinator.data)[0]
-    coordinator.quota.hold(60, "the provider asked to wait")
+    await coordinator.quota.hold(60, "the provider asked to wait")
 
     with pytest.raises(HomeAssistantError) as caught:
         await call(hass, "set_lights", device_id=vehicle_device_id(hass, entry, vehicle), on=True)

@@ -417,7 +417,7 @@ async def test_a_lights_command_from_the_page_reaches_the_device_once_and_is_con
         if m.topic.startswith("fleet/bridge/response/")
     )
     assert dash.bridge.store is not None
-    entry = dash.bridge.store.journal_get(f"{METROTEC}/{transaction}")
+    entry = await dash.bridge.store.journal_get(f"{METROTEC}/{transaction}")
     assert entry is not None
     assert entry.status == "confirmed"
     await page.select_option("#f-account", "")

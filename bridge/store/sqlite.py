@@ -1,10 +1,16 @@
-"""SQLite persistence for the daemon: feed cursors, last vehicle states, quota ledger.
+"""SQLite, the embedded store: quota ledger, cursors, last states, journal, alerts.
 
-A poll's cursors and the vehicle states they led to are written in one
-transaction, after the states were handed to MQTT. A crash before the commit
+One file, opened once per process (`bridge.store.base` says what each part
+guarantees). A poll's cursors and the vehicle states they led to are written in
+one transaction, after the states were handed to MQTT. A crash before the commit
 replays the same changes from the older cursor (retained state makes that
-harmless); a crash after it loses nothing. The quota ledger records every call
-before it is sent (see `bridge.quota`).
+harmless); a crash after it loses nothing. The quota ledger checks and records
+every call in one IMMEDIATE transaction before it is sent (see `bridge.quota`):
+another process on the same file waits for it, and never both spend the last call.
+
+The methods are coroutines, as the protocols ask, but do their SQLite work
+without awaiting in between: a statement takes microseconds to milliseconds, and
+a check-and-record never interleaves with another one of this process.
 """
 
 from __future__ import annotations
@@ -13,16 +19,17 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple, Self
+from typing import Self
 
 from bridge.model import VehicleState, utc_now
-from bridge.quota import Call, Hold
+from bridge.quota import Call, Counted, Decide, Denial, Hold, LedgerView, Tally
+from bridge.store.base import AlertClaim, DuplicateEntryError, JournalEntry, StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -36,14 +43,15 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (account, key)
 );
-CREATE TABLE IF NOT EXISTS quota_call (
+CREATE TABLE IF NOT EXISTS quota_ledger (
+    scope TEXT NOT NULL,
     account TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS quota_call_account_at ON quota_call (account, at);
-CREATE TABLE IF NOT EXISTS quota_hold (
-    account TEXT PRIMARY KEY,
+CREATE INDEX IF NOT EXISTS quota_ledger_scope_at ON quota_ledger (scope, at);
+CREATE TABLE IF NOT EXISTS quota_scope_hold (
+    scope TEXT PRIMARY KEY,
     until REAL NOT NULL,
     reason TEXT NOT NULL
 );
@@ -93,35 +101,6 @@ _JOURNAL_COLUMNS = (
 )
 
 
-class JournalEntry(NamedTuple):
-    key: str
-    command: str
-    account: str
-    vehicle: str | None
-    order_ref: str | None
-    transaction_id: str | None
-    body: str
-    status: str  # accepted -> pending -> confirmed | failed
-    handle: str | None
-    response: str | None
-    created_at: float
-    updated_at: float
-
-
-class AlertClaim(NamedTuple):
-    """An alert to publish once: claimed in the store with what to publish, and
-    kept until the broker has taken it."""
-
-    alert_id: str
-    topic: str
-    payload: str  # the alert's JSON, as first seen
-    time: float  # when it happened (unix seconds)
-
-
-class StoreError(Exception):
-    """The store cannot be opened or written (read-only, full disk, newer schema)."""
-
-
 def _tighten(path: Path) -> None:
     """Only the bridge's own user may read or write `path` (when it exists)."""
     try:
@@ -143,8 +122,8 @@ def _private(path: Path) -> None:
     _tighten(path)
 
 
-class Store:
-    """One SQLite file, opened once per process."""
+class SqliteStore:
+    """One SQLite file, opened once per process (a `BridgeStore`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -193,7 +172,7 @@ class Store:
                 "UPDATE command_journal SET answered_at=updated_at WHERE response IS NOT NULL"
             )
 
-    def integrity(self) -> str:
+    async def integrity(self) -> str:
         """SQLite's own check of the whole file: "ok", or what is wrong."""
         rows = self._db.execute("PRAGMA integrity_check").fetchall()
         return "; ".join(str(row[0]) for row in rows)
@@ -219,19 +198,25 @@ class Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._db.close()
 
-    def close(self) -> None:
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
         self._db.close()
 
     # --- reads ---------------------------------------------------------------
-    def load_checkpoint(self, account: str) -> dict[str, str]:
+    async def load_checkpoint(self, account: str) -> dict[str, str]:
         rows = self._db.execute(
             "SELECT key, value FROM checkpoint WHERE account=?", (account,)
         ).fetchall()
         return dict(rows)
 
-    def load_states(self, account: str) -> list[VehicleState]:
+    async def load_states(self, account: str) -> list[VehicleState]:
         rows = self._db.execute(
             "SELECT state FROM vehicle_state WHERE account=? ORDER BY vehicle_id", (account,)
         ).fetchall()
@@ -245,7 +230,7 @@ class Store:
         return states
 
     # --- writes --------------------------------------------------------------
-    def save_poll(
+    async def save_poll(
         self,
         account: str,
         checkpoint: Mapping[str, str],
@@ -289,51 +274,120 @@ class Store:
         except sqlite3.Error as err:
             raise StoreError(f"cannot write the store at {self.path}: {err}") from err
 
-    # --- quota ledger (bridge.quota.CallLedger) -------------------------------
-    def load_calls(self, account: str, since: datetime) -> list[Call]:
+    # --- quota ledger (bridge.quota.QuotaLedger) --------------------------------
+    async def recent(self, scope: str, since: datetime) -> list[Call]:
         rows = self._db.execute(
-            "SELECT endpoint, at FROM quota_call WHERE account=? AND at>=? ORDER BY at",
-            (account, since.timestamp()),
+            "SELECT endpoint, at, account FROM quota_ledger WHERE scope=? AND at>=? ORDER BY at",
+            (scope, since.timestamp()),
         ).fetchall()
-        return [Call(endpoint, datetime.fromtimestamp(at, UTC)) for endpoint, at in rows]
+        return [Call(endpoint, _time(at), account) for endpoint, at, account in rows]
 
-    def record_call(self, account: str, call: Call) -> None:
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO quota_call(account, endpoint, at) VALUES(?,?,?)",
-                (account, call.endpoint, call.at.timestamp()),
-            )
+    async def holds(self, scopes: Collection[str]) -> dict[str, Hold]:
+        return self._holds(scopes)
 
-    def prune_calls(self, account: str, before: datetime) -> None:
-        with self._transaction():
-            self._db.execute(
-                "DELETE FROM quota_call WHERE account=? AND at<?", (account, before.timestamp())
-            )
+    def _holds(self, scopes: Collection[str]) -> dict[str, Hold]:
+        found: dict[str, Hold] = {}
+        for scope in dict.fromkeys(scopes):
+            row = self._db.execute(
+                "SELECT until, reason FROM quota_scope_hold WHERE scope=?", (scope,)
+            ).fetchone()
+            if row is not None:
+                found[scope] = Hold(_time(row[0]), row[1])
+        return found
 
-    def load_hold(self, account: str) -> Hold | None:
-        row = self._db.execute(
-            "SELECT until, reason FROM quota_hold WHERE account=?", (account,)
+    def _count(self, tally: Tally) -> Counted:
+        where = "scope=? AND at>=?" if tally.inclusive else "scope=? AND at>?"
+        args: list[object] = [tally.scope, tally.since.timestamp()]
+        if tally.endpoints:
+            where += f" AND endpoint IN ({','.join('?' * len(tally.endpoints))})"
+            args += sorted(tally.endpoints)
+        (count,) = self._db.execute(
+            f"SELECT COUNT(*) FROM quota_ledger WHERE {where}", args
         ).fetchone()
-        return None if row is None else Hold(datetime.fromtimestamp(row[0], UTC), row[1])
+        latest: tuple[Call, ...] = ()
+        if tally.latest and count:
+            rows = self._db.execute(
+                f"SELECT endpoint, at, account FROM quota_ledger WHERE {where} "
+                "ORDER BY at DESC LIMIT ?",
+                [*args, tally.latest],
+            ).fetchall()
+            latest = tuple(Call(endpoint, _time(at), account) for endpoint, at, account in rows)
+        return Counted(int(count), latest)
 
-    def save_hold(self, account: str, hold: Hold | None) -> None:
+    async def check_and_record(
+        self,
+        call: Call,
+        scopes: Collection[str],
+        held: Collection[str],
+        tallies: Collection[Tally],
+        decide: Decide,
+    ) -> Denial | None:
+        # BEGIN IMMEDIATE takes the write lock before reading: another process
+        # on this file checks after this call is recorded, never in between.
         with self._transaction():
-            if hold is None:
-                self._db.execute("DELETE FROM quota_hold WHERE account=?", (account,))
-            else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO quota_hold(account, until, reason) VALUES(?,?,?)",
-                    (account, hold.until.timestamp(), hold.reason),
+            view = LedgerView({t: self._count(t) for t in tallies}, self._holds(held))
+            denial = decide(view)
+            if denial is None:
+                self._db.executemany(
+                    "INSERT INTO quota_ledger(scope, account, endpoint, at) VALUES(?,?,?,?)",
+                    [(scope, call.account, call.endpoint, call.at.timestamp()) for scope in scopes],
                 )
+        return denial
+
+    async def save_hold(self, scope: str, hold: Hold) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO quota_scope_hold(scope, until, reason) VALUES(?,?,?) "
+                "ON CONFLICT(scope) DO UPDATE SET until=excluded.until, reason=excluded.reason "
+                "WHERE excluded.until > quota_scope_hold.until",
+                (scope, hold.until.timestamp(), hold.reason),
+            )
+
+    async def prune(self, scope: str, before: datetime) -> None:
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM quota_ledger WHERE scope=? AND at<?", (scope, before.timestamp())
+            )
+
+    async def adopt(self, account: str, scopes: Collection[str]) -> None:
+        """Schema 7 kept calls and holds per account: they count under the
+        account's scopes from now on (once; the old rows are then gone)."""
+        tables = {
+            row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if "quota_call" not in tables or not scopes:
+            return
+        with self._transaction():
+            calls = self._db.execute(
+                "SELECT endpoint, at FROM quota_call WHERE account=?", (account,)
+            ).fetchall()
+            self._db.executemany(
+                "INSERT INTO quota_ledger(scope, account, endpoint, at) VALUES(?,?,?,?)",
+                [(scope, account, endpoint, at) for endpoint, at in calls for scope in scopes],
+            )
+            self._db.execute("DELETE FROM quota_call WHERE account=?", (account,))
+            if "quota_hold" in tables:
+                hold = self._db.execute(
+                    "SELECT until, reason FROM quota_hold WHERE account=?", (account,)
+                ).fetchone()
+                if hold is not None:
+                    for scope in scopes:
+                        self._db.execute(
+                            "INSERT INTO quota_scope_hold(scope, until, reason) VALUES(?,?,?) "
+                            "ON CONFLICT(scope) DO UPDATE SET until=excluded.until, "
+                            "reason=excluded.reason WHERE excluded.until > quota_scope_hold.until",
+                            (scope, hold[0], hold[1]),
+                        )
+                    self._db.execute("DELETE FROM quota_hold WHERE account=?", (account,))
 
     # --- command journal (exactly-once effects) ------------------------------
-    def journal_get(self, key: str) -> JournalEntry | None:
+    async def journal_get(self, key: str) -> JournalEntry | None:
         row = self._db.execute(
             f"SELECT {_JOURNAL_COLUMNS} FROM command_journal WHERE key=?", (key,)
         ).fetchone()
         return None if row is None else JournalEntry(*row)
 
-    def journal_by_transaction(self, transaction_id: str) -> JournalEntry | None:
+    async def journal_by_transaction(self, transaction_id: str) -> JournalEntry | None:
         """The command first sent under a transaction id, in any account (answers
         share one topic per command, so an id names one command bridge-wide)."""
         row = self._db.execute(
@@ -343,14 +397,14 @@ class Store:
         ).fetchone()
         return None if row is None else JournalEntry(*row)
 
-    def journal_by_order(self, account: str, order_ref: str) -> JournalEntry | None:
+    async def journal_by_order(self, account: str, order_ref: str) -> JournalEntry | None:
         row = self._db.execute(
             f"SELECT {_JOURNAL_COLUMNS} FROM command_journal WHERE account=? AND order_ref=?",
             (account, order_ref),
         ).fetchone()
         return None if row is None else JournalEntry(*row)
 
-    def journal_open(self) -> list[JournalEntry]:
+    async def journal_open(self) -> list[JournalEntry]:
         """Commands accepted or pending: to finish or follow up after a restart."""
         rows = self._db.execute(
             f"SELECT {_JOURNAL_COLUMNS} FROM command_journal "
@@ -358,15 +412,22 @@ class Store:
         ).fetchall()
         return [JournalEntry(*row) for row in rows]
 
-    def journal_accept(self, entry: JournalEntry) -> None:
-        """Record a command before it reaches the provider (IntegrityError if known)."""
-        with self._transaction():
-            self._db.execute(
-                f"INSERT INTO command_journal({_JOURNAL_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-                tuple(entry),
-            )
+    async def journal_accept(self, entry: JournalEntry) -> None:
+        """Record a command before it reaches the provider (`DuplicateEntryError`
+        if its key or order_ref is known)."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    f"INSERT INTO command_journal({_JOURNAL_COLUMNS}) "
+                    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                    tuple(entry),
+                )
+        except StoreError as err:
+            if isinstance(err.__cause__, sqlite3.IntegrityError):
+                raise DuplicateEntryError(entry.key) from None
+            raise
 
-    def journal_update(
+    async def journal_update(
         self, key: str, status: str, *, handle: str | None = None, response: str | None = None
     ) -> None:
         with self._transaction():
@@ -376,7 +437,7 @@ class Store:
                 (status, handle, response, utc_now().timestamp(), key),
             )
 
-    def journal_answered(self, key: str) -> None:
+    async def journal_answered(self, key: str) -> None:
         """The command's answer reached the broker: never send it again."""
         with self._transaction():
             self._db.execute(
@@ -384,7 +445,7 @@ class Store:
                 (utc_now().timestamp(), key),
             )
 
-    def journal_unanswered(self) -> list[JournalEntry]:
+    async def journal_unanswered(self) -> list[JournalEntry]:
         """Commands with an answer that never reached the broker (a crash or a
         broker outage in between): to send after a restart."""
         rows = self._db.execute(
@@ -394,7 +455,7 @@ class Store:
         return [JournalEntry(*row) for row in rows]
 
     # --- alerts seen (each published once) ----------------------------------
-    def claim_alerts(self, account: str, claims: Iterable[AlertClaim]) -> set[str]:
+    async def claim_alerts(self, account: str, claims: Iterable[AlertClaim]) -> set[str]:
         """Record alerts with what to publish; returns the ids not seen before.
 
         Polls, restarts and webhooks all pass through here, so an alert
@@ -417,7 +478,7 @@ class Store:
                     fresh.add(claim.alert_id)
         return fresh
 
-    def alerts_undelivered(self, account: str) -> list[AlertClaim]:
+    async def alerts_undelivered(self, account: str) -> list[AlertClaim]:
         """Claimed alerts the broker has not taken yet, oldest first."""
         rows = self._db.execute(
             "SELECT alert_id, topic, payload, alert_time FROM alert_seen WHERE account=? "
@@ -426,7 +487,7 @@ class Store:
         ).fetchall()
         return [AlertClaim(*row) for row in rows]
 
-    def alerts_delivered(self, account: str, alert_ids: Iterable[str]) -> None:
+    async def alerts_delivered(self, account: str, alert_ids: Iterable[str]) -> None:
         """The broker took these alerts: never publish them again. The payload
         is dropped, only the id is kept (to recognise a repeat)."""
         now = utc_now().timestamp()
@@ -437,9 +498,13 @@ class Store:
                 [(now, account, alert_id) for alert_id in alert_ids],
             )
 
-    def prune_alerts(self, older_than: datetime) -> int:
+    async def prune_alerts(self, older_than: datetime) -> int:
         with self._transaction():
             cursor = self._db.execute(
                 "DELETE FROM alert_seen WHERE seen_at < ?", (older_than.timestamp(),)
             )
         return cursor.rowcount
+
+
+def _time(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
