@@ -33,10 +33,9 @@ from bridge.quota import (
     Decide,
     Denial,
     Hold,
-    LedgerView,
+    MemoryLedger,
     QuotaBook,
     Tally,
-    count_calls,
 )
 
 from .const import DOMAIN, STORAGE_KEY, STORAGE_VERSION
@@ -50,14 +49,15 @@ LEDGER_KEY = f"{DOMAIN}.quota"
 LEDGER_VERSION = 1
 
 
-class HassLedger:
-    """The quota ledger of one Home Assistant: calls and holds by scope key."""
+class HassLedger(MemoryLedger):
+    """The quota ledger of one Home Assistant: calls and holds by scope key, kept
+    in memory as `MemoryLedger` keeps them, loaded from storage on first use and
+    saved before a call leaves."""
 
     def __init__(self, hass: HomeAssistant) -> None:
+        super().__init__()
         self.hass = hass
         self._store: Store[dict[str, Any]] = Store(hass, LEDGER_VERSION, LEDGER_KEY, private=True)
-        self._calls: dict[str, list[Call]] = {}
-        self._holds: dict[str, Hold] = {}
         self._loaded = False
         self._lock = asyncio.Lock()
         #: Every entry's quota spends through this one view (bridge.quota.QuotaBook).
@@ -70,21 +70,21 @@ class HassLedger:
             data = await self._store.async_load() or {}
             for scope, rows in (data.get("calls") or {}).items():
                 calls = [_call(row) for row in rows if isinstance(row, list)]
-                self._calls[str(scope)] = sorted((c for c in calls if c), key=_at)
+                self.calls[str(scope)] = sorted((c for c in calls if c), key=_at)
             for scope, hold in (data.get("holds") or {}).items():
                 until = parse_time(hold.get("until")) if isinstance(hold, dict) else None
                 if until is not None:
-                    self._holds[str(scope)] = Hold(until, str(hold.get("reason", "")))
+                    self.hold_of[str(scope)] = Hold(until, str(hold.get("reason", "")))
             self._loaded = True
 
-    # --- bridge.quota.QuotaLedger ---------------------------------------------------
+    # --- bridge.quota.QuotaLedger, on MemoryLedger's, once loaded ---------------------
     async def recent(self, scope: str, since: datetime) -> list[Call]:
         await self.async_load()
-        return [c for c in self._calls.get(scope, []) if c.at >= since]
+        return await super().recent(scope, since)
 
     async def holds(self, scopes: Collection[str]) -> dict[str, Hold]:
         await self.async_load()
-        return {s: self._holds[s] for s in scopes if s in self._holds}
+        return await super().holds(scopes)
 
     async def check_and_record(
         self,
@@ -95,29 +95,24 @@ class HassLedger:
         decide: Decide,
     ) -> Denial | None:
         await self.async_load()
-        # Decided and recorded without an await in between: atomic in the loop.
-        view = LedgerView(
-            {t: count_calls(self._calls.get(t.scope, ()), t) for t in tallies},
-            {s: self._holds[s] for s in held if s in self._holds},
-        )
-        denial = decide(view)
+        # MemoryLedger decides and records without an await in between: atomic
+        # in the loop.
+        denial = await super().check_and_record(call, scopes, held, tallies, decide)
         if denial is None:
-            for scope in scopes:
-                self._calls.setdefault(scope, []).append(call)
             # Write-ahead: on disk before the request leaves.
             await self.async_flush()
         return denial
 
     async def save_hold(self, scope: str, hold: Hold) -> None:
         await self.async_load()
-        kept = self._holds.get(scope)
-        if kept is None or hold.until > kept.until:
-            self._holds[scope] = hold
+        kept = self.hold_of.get(scope)
+        await super().save_hold(scope, hold)
+        if self.hold_of.get(scope) is not kept:
             await self.async_flush()
 
     async def prune(self, scope: str, before: datetime) -> None:
         await self.async_load()
-        self._calls[scope] = [c for c in self._calls.get(scope, []) if c.at >= before]
+        await super().prune(scope, before)
         self._store.async_delay_save(self._data, SAVE_DELAY)
 
     async def adopt(self, account: str, scopes: Collection[str]) -> None:
@@ -129,20 +124,20 @@ class HassLedger:
         if store is None or not (store.legacy_calls or store.legacy_hold) or not scopes:
             return
         for scope in scopes:
-            known = set(self._calls.get(scope, []))
+            known = set(self.calls.get(scope, []))
             fresh = [c for c in store.legacy_calls if c not in known]
-            self._calls[scope] = sorted([*self._calls.get(scope, []), *fresh], key=_at)
+            self.calls[scope] = sorted([*self.calls.get(scope, []), *fresh], key=_at)
             if store.legacy_hold is not None:
-                kept = self._holds.get(scope)
+                kept = self.hold_of.get(scope)
                 if kept is None or store.legacy_hold.until > kept.until:
-                    self._holds[scope] = store.legacy_hold
+                    self.hold_of[scope] = store.legacy_hold
         await self.async_flush()
         store.forget_legacy()
 
     # --- what the config flow asks ----------------------------------------------------
     def load_calls(self, account: str, since: datetime) -> list[Call]:
         """The calls `account` made (whatever scopes hold them), oldest first."""
-        found = {c for calls in self._calls.values() for c in calls if c.account == account}
+        found = {c for calls in self.calls.values() for c in calls if c.account == account}
         return sorted((c for c in found if c.at >= since), key=_at)
 
     def relabel(self, calls: Iterable[Call], account: str) -> None:
@@ -151,8 +146,8 @@ class HassLedger:
         moved = {c: replace(c, account=account) for c in calls}
         if not moved:
             return
-        for scope, kept in self._calls.items():
-            self._calls[scope] = [moved.get(c, c) for c in kept]
+        for scope, kept in self.calls.items():
+            self.calls[scope] = [moved.get(c, c) for c in kept]
         self.book.relabel(moved)
         self._store.async_delay_save(self._data, SAVE_DELAY)
 
@@ -163,12 +158,12 @@ class HassLedger:
         return {
             "calls": {
                 scope: [[c.endpoint, c.at.isoformat(), c.account] for c in calls]
-                for scope, calls in self._calls.items()
+                for scope, calls in self.calls.items()
                 if calls
             },
             "holds": {
                 scope: {"until": hold.until.isoformat(), "reason": hold.reason}
-                for scope, hold in self._holds.items()
+                for scope, hold in self.hold_of.items()
             },
         }
 
