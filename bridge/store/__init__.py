@@ -14,9 +14,14 @@ from bridge.store.base import (
     BridgeStore,
     CommandJournal,
     DuplicateEntryError,
+    InstanceRecord,
     JournalEntry,
+    Lease,
+    LeaseLostError,
+    LeaseStore,
     StateStore,
     StoreError,
+    StoreUnavailableError,
 )
 from bridge.store.sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -33,11 +38,16 @@ __all__ = [
     "BridgeStore",
     "CommandJournal",
     "DuplicateEntryError",
+    "InstanceRecord",
     "JournalEntry",
+    "Lease",
+    "LeaseLostError",
+    "LeaseStore",
     "SqliteStore",
     "StateStore",
     "Store",
     "StoreError",
+    "StoreUnavailableError",
     "open_store",
 ]
 

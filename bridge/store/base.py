@@ -13,15 +13,19 @@ guarantees:
 - `CommandJournal`: every command before it reaches a provider, keyed by
   transaction id (and order_ref), with its answer and whether the broker took it.
 - `AlertLedger`: each alert claimed once with what to publish, until delivered.
+- `LeaseStore` (shared backends only): the instances alive and which of them
+  holds each unit of accounts, with fencing: a call or a poll's outcome of an
+  account whose lease this instance lost is refused by the store itself.
 
 Every method is a coroutine: a server database is reached over the network.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from bridge.model import VehicleState
 from bridge.quota import QuotaLedger
@@ -31,6 +35,19 @@ class StoreError(Exception):
     """The store cannot be opened or written (read-only, full disk, newer schema,
     server unreachable): without it the bridge could break a quota or a
     command's exactly-once, so it stops safely."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached right now (a database server restarting, the
+    network to it cut). Nothing was recorded, so no call may be made; unlike
+    other store errors it is no reason to stop: the caller waits and tries again,
+    and the store reconnects by itself."""
+
+
+class LeaseLostError(Exception):
+    """This instance does not hold the lease on the account any more (another
+    instance took it over): the call was not recorded and must not be made, the
+    poll's outcome was not saved."""
 
 
 class DuplicateEntryError(Exception):
@@ -121,6 +138,71 @@ class AlertLedger(Protocol):
     async def alerts_delivered(self, account: str, alert_ids: Iterable[str]) -> None: ...
 
     async def prune_alerts(self, older_than: datetime) -> int: ...
+
+
+class InstanceRecord(NamedTuple):
+    """One `fleet-bridge run` process sharing the store."""
+
+    instance: str  # unique per process start (host, pid and a random part)
+    host: str
+    pid: int
+    started_at: float  # unix seconds
+    seen_at: float  # its last heartbeat, by the store's clock
+
+
+class Lease(NamedTuple):
+    """Who holds a unit (a group of accounts that share a budget scope)."""
+
+    unit: str
+    owner: str
+    epoch: int  # grows by one each time the unit changes hands: the fencing token
+    expires_at: float  # by the store's clock
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Instances and leases in a store shared by several processes. Every time is
+    the store's own clock, so instances on machines whose clocks differ agree."""
+
+    async def beat(
+        self, instance: str, host: str, pid: int, started_at: float, ttl: float
+    ) -> list[InstanceRecord]:
+        """Say this instance is alive (seen now); returns every instance seen
+        within `ttl` seconds, this one included, ordered by id. Instances unseen
+        for much longer are forgotten."""
+        ...
+
+    async def leave(self, instance: str) -> None:
+        """A clean stop: forget the instance and free its leases at once."""
+        ...
+
+    async def take(self, unit: str, instance: str, ttl: float) -> int | None:
+        """Hold `unit` for `ttl` seconds if it is free, expired or already ours;
+        returns the lease's epoch (a new one when it changed hands), else None."""
+        ...
+
+    async def renew(self, instance: str, leases: Mapping[str, int], ttl: float) -> set[str]:
+        """Extend the leases (unit -> epoch) that are still ours; returns those."""
+        ...
+
+    async def give_up(self, instance: str, unit: str, epoch: int) -> None:
+        """Free a lease we hold (for an instance that should have it)."""
+        ...
+
+    async def leases(self) -> list[Lease]: ...
+
+    def fence(self, account: str, instance: str, lease: tuple[str, int] | None) -> None:
+        """From now on, `check_and_record` for a call of `account` and `save_poll`
+        of `account` succeed only while `instance` holds lease (unit, epoch),
+        checked by the store's clock in the same transaction; otherwise they raise
+        `LeaseLostError` and record nothing. None: the account is not ours, every
+        such write is refused."""
+        ...
+
+    def journal_changed(self) -> asyncio.Event:
+        """Set whenever any instance journals a command (LISTEN/NOTIFY); the
+        reader clears it before looking at the journal."""
+        ...
 
 
 class BridgeStore(QuotaLedger, StateStore, CommandJournal, AlertLedger, Protocol):
