@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 
 from bridge import __version__
+from bridge.cluster import Cluster, account_scopes, units
 from bridge.commander import Commander
 from bridge.config import Account, AlertsConfig, BridgeConfig
 from bridge.errors import ConfigError, ProviderError, QuotaExhaustedError
@@ -30,11 +32,18 @@ from bridge.mqtt.requests import (
     take_str,
     transaction_of,
 )
-from bridge.mqtt.topics import ONLINE, Topics
+from bridge.mqtt.topics import OFFLINE, ONLINE, Topics
 from bridge.poller import AccountPoller, PollerSettings
 from bridge.providers import create_provider
 from bridge.quota import QuotaBook
-from bridge.store import BridgeStore, StoreError, open_store
+from bridge.store import (
+    BridgeStore,
+    LeaseLostError,
+    LeaseStore,
+    StoreError,
+    StoreUnavailableError,
+    open_store,
+)
 from bridge.webhooks import WebhookReceiver, build_targets
 
 if TYPE_CHECKING:
@@ -83,22 +92,20 @@ class Bridge:
         self.topics = Topics(config.mqtt.base_topic, config.mqtt.discovery_prefix)
         self._now = now
         self.started = asyncio.Event()
+        #: The pollers of the accounts this instance holds (all of them, alone).
         self.pollers: dict[str, AccountPoller] = {}
-        self.link = MqttLink(
-            config.mqtt,
-            state_topic=self.topics.bridge_state,
-            subscriptions=[
-                self.topics.ha_status,
-                # Our own retained marker: which discovery form the broker holds.
-                self.topics.bridge_discovery,
-                self.topics.bridge_request("#"),
-                self.topics.set_wildcard,
-                # Our own retained command results from an earlier run (issue 13).
-                *(f"{self.topics.base}/+/+/{kind}" for kind in _RETAINED_RESULTS),
-            ],
-            on_connect=self._on_connect,
-            on_message=self._on_message,
-        )
+        # Every configured account's poller, held here or not (several instances).
+        self._every: dict[str, AccountPoller] = {}
+        self._poll_tasks: dict[str, asyncio.Task[None]] = {}
+        self._serving = False
+        #: Set when the store is shared (PostgreSQL): leases decide who polls what.
+        self.cluster: Cluster | None = None
+        self._leases: LeaseStore | None = None
+        # Several instances on one store share the broker too: each has its own
+        # client id and availability topic (a will of its own), and commands are
+        # read once per group through a shared subscription (`$share/...`).
+        self.instance: str | None = None
+        self.link = self._make_link(shared=config.store.url is not None)
         # The dashboard, /metrics and /healthz (bridge/web), when `http:` asks for them.
         self.web: WebServer | None = None
         if config.http.enabled:
@@ -132,6 +139,33 @@ class Bridge:
         #: The process's view of the quota ledger, shared by every account.
         self.quotas: QuotaBook | None = None
 
+    def _make_link(self, *, shared: bool) -> MqttLink:
+        mqtt = self.config.mqtt
+        state_topic = self.topics.bridge_state
+        commands = [self.topics.bridge_request("#"), self.topics.set_wildcard]
+        if shared:
+            from bridge.cluster import new_instance_id
+
+            self.instance = new_instance_id()
+            state_topic = self.topics.instance_state(self.instance)
+            mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{self.instance}"})
+            group = f"{mqtt.client_id.split('-')[0] or 'fleet-bridge'}"
+            commands = [f"$share/{group}/{topic}" for topic in commands]
+        return MqttLink(
+            mqtt,
+            state_topic=state_topic,
+            subscriptions=[
+                self.topics.ha_status,
+                # Our own retained marker: which discovery form the broker holds.
+                self.topics.bridge_discovery,
+                *commands,
+                # Our own retained command results from an earlier run (issue 13).
+                *(f"{self.topics.base}/+/+/{kind}" for kind in _RETAINED_RESULTS),
+            ],
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down cleanly.
 
@@ -141,6 +175,7 @@ class Bridge:
         self._stop = stop
         store = self.store = await open_store(self.config.store)
         book = self.quotas = QuotaBook(store)
+        leases = self._leases = cast(LeaseStore, store) if isinstance(store, LeaseStore) else None
         try:
             async with aiohttp.ClientSession() as session:
                 for account in self.config.accounts:
@@ -155,14 +190,6 @@ class Bridge:
                     provider = create_provider(
                         account.provider, session, account.provider_settings(), quota
                     )
-                    self.publisher.register_account(
-                        account.id,
-                        provider.name,
-                        provider.capabilities,
-                        name=account.name,
-                        has_daily_budget=quota.daily_budget() is not None,
-                        alert_types=provider.alert_types,
-                    )
                     poller = AccountPoller(
                         poller_settings(account, self.config.alerts),
                         provider,
@@ -173,14 +200,12 @@ class Bridge:
                         now=self._now,
                         on_health=self._health_changed,
                     )
-                    restored = await poller.restore()
-                    _LOGGER.info(
-                        "%s (%s): %d vehicles restored from the store",
-                        account.id,
-                        account.provider,
-                        restored,
-                    )
-                    self.pollers[account.id] = poller
+                    self._every[account.id] = poller
+                    if leases is None:
+                        await self._hold(account.id)
+                    else:
+                        # Refused by the store until this instance holds its lease.
+                        leases.fence(account.id, self.instance or "", None)
                 self.commander = Commander(
                     self.config.commands,
                     self.pollers,
@@ -189,7 +214,18 @@ class Bridge:
                     self._send_response,
                     redact=lambda text: self._redact(text) or "",
                     now=self._now,
+                    configured=frozenset(self._every),
                 )
+                if leases is not None:
+                    self.cluster = Cluster(
+                        leases,
+                        units(account_scopes(a) for a in self.config.accounts),
+                        lease_time=self.config.store.lease_time,
+                        gained=self._gained,
+                        lost=self._released,
+                        changed=self._cluster_changed,
+                        instance=self.instance,
+                    )
                 self._spawn(self._resume_commands())
                 receiver = self.webhooks = await self._start_webhooks()
                 try:
@@ -209,9 +245,90 @@ class Bridge:
         if self.fatal is not None:
             raise self.fatal
 
+    # --- accounts held (several instances: leases) ---------------------------
+    async def _hold(self, account: str) -> None:
+        """Start showing and polling an account: its picture from the store."""
+        poller = self._every[account]
+        provider = poller.provider
+        self.publisher.register_account(
+            account,
+            provider.name,
+            provider.capabilities,
+            name=next(a.name for a in self.config.accounts if a.id == account),
+            has_daily_budget=poller.quota.daily_budget() is not None,
+            alert_types=provider.alert_types,
+        )
+        restored = await poller.restore()
+        _LOGGER.info(
+            "%s (%s): %d vehicles restored from the store", account, provider.name, restored
+        )
+        self.pollers[account] = poller
+        if self._serving:
+            self._start_poller(account)
+
+    async def _gained(self, unit: str, epoch: int) -> None:
+        assert self.cluster is not None
+        assert self._leases is not None
+        accounts = self.cluster.units[unit]
+        for account in accounts:
+            self._leases.fence(account, self.cluster.instance, (unit, epoch))
+            await self._hold(account)
+            if self.link.connected.is_set():
+                await self.publisher.account_connected(account)
+                self._health_changed(self.pollers[account])
+        self._spawn(self.commander.resume(accounts))
+
+    async def _released(self, unit: str) -> None:
+        """Another instance holds the unit now (or will): stop its pollers first,
+        so that no call of ours follows the lease."""
+        assert self.cluster is not None
+        assert self._leases is not None
+        for account in self.cluster.units[unit]:
+            self._leases.fence(account, self.cluster.instance, None)
+            task = self._poll_tasks.pop(account, None)
+            if task is not None:
+                await cancel_and_wait(task)
+            if self.pollers.pop(account, None) is not None:
+                self.publisher.unregister_account(account)
+        self._cluster_changed()
+
+    def _cluster_changed(self) -> None:
+        self._spawn(self._publish_info())
+
+    def _start_poller(self, account: str) -> None:
+        task = asyncio.create_task(self.pollers[account].run(), name=f"poll-{account}")
+        task.add_done_callback(self._poller_ended)
+        self._poll_tasks[account] = task
+
+    def _poller_ended(self, task: asyncio.Task[None]) -> None:
+        # A poller ends on its own only when its account is stopped; an
+        # exception escaping a task is a bug: say so and stop cleanly.
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        account = task.get_name().removeprefix("poll-")
+        if isinstance(error, LeaseLostError) and self.cluster is not None:
+            # Taken over while we were away (paused, cut off): the store refused
+            # the call, none was made. Hand the unit on.
+            unit = self.cluster.unit_of(account)
+            if unit is not None:
+                self._spawn(self.cluster.lose(unit, f"the store refused a call of {account}"))
+            return
+        if isinstance(error, StoreError):
+            self._failed(error)
+            return
+        _LOGGER.critical("%s failed; stopping", task.get_name(), exc_info=error)
+        if self._stop is not None:
+            self._stop.set()
+
     def _failed(self, err: StoreError) -> None:
         """Stop safely: the store refuses writes. Nothing is half-written (every
         write is one SQLite transaction), so a restart resumes once it is fixed."""
+        if isinstance(err, StoreUnavailableError):
+            # A database server away for a while: nothing was recorded, so nothing
+            # was done; the pollers and the cluster retry by themselves.
+            _LOGGER.warning("%s: not done, retried once the store is back", err)
+            return
         if self.fatal is None:
             self.fatal = err
             _LOGGER.critical("%s; stopping safely. Free space or fix the file, then restart.", err)
@@ -236,37 +353,62 @@ class Bridge:
         return receiver
 
     async def _serve(self, stop: asyncio.Event) -> None:
-        def ended(task: asyncio.Task[None]) -> None:
-            # A poller ends on its own only when its account is stopped; an
-            # exception escaping a task is a bug: say so and stop cleanly.
-            if task.cancelled() or task.exception() is None:
-                return
-            error = task.exception()
-            if isinstance(error, StoreError):
-                self._failed(error)
-                return
-            _LOGGER.critical("%s failed; stopping", task.get_name(), exc_info=error)
-            stop.set()
-
-        tasks = [asyncio.create_task(self.link.run(), name="mqtt")]
-        tasks += [
-            asyncio.create_task(p.run(), name=f"poll-{name}") for name, p in self.pollers.items()
-        ]
-        for task in tasks:
-            task.add_done_callback(ended)
+        link = asyncio.create_task(self.link.run(), name="mqtt")
+        link.add_done_callback(self._poller_ended)
+        self._serving = True
+        for account in self.pollers:
+            self._start_poller(account)
+        cluster = watch = None
+        if self.cluster is not None:
+            cluster = asyncio.create_task(self.cluster.run(), name="cluster")
+            cluster.add_done_callback(self._poller_ended)
+            watch = asyncio.create_task(self._watch_journal(), name="journal")
         self.started.set()
         try:
             await stop.wait()
         finally:
             # Pollers first: a poll is abandoned between its awaits, and every
             # write to the store is one transaction, so nothing is left half-written.
-            await asyncio.gather(*(cancel_and_wait(task) for task in tasks[1:]))
+            self._serving = False
+            if watch is not None:
+                await cancel_and_wait(watch)
+            if cluster is not None:
+                await cancel_and_wait(cluster)  # stops the pollers of the units it held
+            await asyncio.gather(*(cancel_and_wait(t) for t in self._poll_tasks.values()))
+            self._poll_tasks.clear()
+            if self.cluster is not None:
+                last = [i.instance for i in self.cluster.instances] in ([], [self.instance])
+                await self.cluster.leave()
+                if last:
+                    # No instance left: what Home Assistant sees goes unavailable.
+                    with contextlib.suppress(MqttUnavailableError):
+                        await self.link.publish(self.topics.bridge_state, OFFLINE, retain=True)
             await self.link.close()
-            await cancel_and_wait(tasks[0])
+            await cancel_and_wait(link)
             _LOGGER.info("Stopped")
+
+    async def _watch_journal(self) -> None:
+        """Commands another instance journalled for an account held here."""
+        assert self._leases is not None
+        changed = self._leases.journal_changed()
+        await self.link.connected.wait()
+        while True:
+            changed.clear()
+            try:
+                await self.commander.pick_up()
+            except StoreUnavailableError as err:
+                _LOGGER.debug("Journal not read: %s", err)
+            # The beat is the fallback for a notification lost in an outage.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.store.lease_time / 3):
+                    await changed.wait()
 
     # --- MQTT events ---------------------------------------------------------
     async def _on_connect(self) -> None:
+        if self.instance is not None:
+            # The instance's own topic carries its will; the bridge's topic, which
+            # every entity's availability follows, stays online through a takeover.
+            await self.link.publish(self.topics.bridge_state, ONLINE, retain=True)
         await self.publisher.connected()
         self._info_sent = None
         self._quota_sent.clear()
@@ -440,7 +582,9 @@ class Bridge:
 
     # --- bridge info ---------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        return {
+        """`fleet/bridge/info`, and with several instances each one's own
+        `fleet/bridge/instance/<id>/info`: the accounts it holds, their health."""
+        info: dict[str, Any] = {
             "version": __version__,
             "started_at": format_time(self._started_at),
             "accounts": {
@@ -453,13 +597,44 @@ class Bridge:
                 for name, poller in self.pollers.items()
             },
         }
+        if self.cluster is not None:
+            info["instance"] = self.cluster.instance
+            info["store"] = "unreachable" if self.cluster.store_error else "ok"
+        return info
+
+    def cluster_info(self) -> dict[str, Any]:
+        """`fleet/bridge/info` with several instances: the same from each of them
+        (the instances alive and who holds each account), whoever wrote it last."""
+        cluster = self.cluster
+        assert cluster is not None
+        holders = {
+            account: owner
+            for unit, owner in cluster.owners.items()
+            for account in cluster.units.get(unit, ())
+        }
+        return {
+            "version": __version__,
+            "instances": {
+                record.instance: {
+                    "host": record.host,
+                    "pid": record.pid,
+                    "started_at": format_time(datetime.fromtimestamp(record.started_at, UTC)),
+                    "accounts": cluster.accounts_of(record.instance),
+                }
+                for record in cluster.instances
+            },
+            "accounts": {
+                account.id: {"provider": account.provider, "instance": holders.get(account.id)}
+                for account in self.config.accounts
+            },
+        }
 
     def _health_changed(self, poller: AccountPoller) -> None:
         # Fire and forget: health changes come from inside polls, which must not
         # wait on MQTT for a status line.
         if self.web is not None:
             self.web.account_changed(poller)
-        if self.info() != self._info_sent:
+        if self.cluster is not None or self.info() != self._info_sent:
             self._spawn(self._publish_info())
         report = poller.quota_report()
         if report != self._quota_sent.get(poller.account):
@@ -477,7 +652,16 @@ class Bridge:
 
     async def _publish_info(self) -> None:
         info = self.info()
+        if self.cluster is not None:
+            info = {"own": info, "cluster": self.cluster_info()}
         if info == self._info_sent:
             return
         self._info_sent = info
-        await self.publisher.publish_json(self.topics.bridge_info, info, retain=True)
+        if self.cluster is None:
+            await self.publisher.publish_json(self.topics.bridge_info, info, retain=True)
+            return
+        assert self.instance is not None
+        await self.publisher.publish_json(
+            self.topics.instance_info(self.instance), info["own"], retain=True
+        )
+        await self.publisher.publish_json(self.topics.bridge_info, info["cluster"], retain=True)

@@ -13,10 +13,11 @@ up again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +48,13 @@ from bridge.mqtt.requests import Request, RequestError, parse_request, transacti
 from bridge.mqtt.topics import Topics, topic_level
 from bridge.poller import AccountPoller
 from bridge.providers.base import LightsControl, SnapshotControl, TaskControl
-from bridge.store import CommandJournal, DuplicateEntryError, JournalEntry, StoreError
+from bridge.store import (
+    CommandJournal,
+    DuplicateEntryError,
+    JournalEntry,
+    LeaseLostError,
+    StoreError,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,6 +63,8 @@ _LOGGER = logging.getLogger(__name__)
 Respond = Callable[[str, dict[str, Any], str | None], Awaitable[None]]
 Redact = Callable[[str], str]
 
+# How long a command journalled elsewhere waits for the account's vehicles.
+FIRST_POLL_WAIT = 60.0
 # How often a pending command is asked about while it is followed up.
 FOLLOW_UP_INTERVAL = {"lights": 5.0, "snapshot": 3.0}
 ABILITY = {
@@ -78,9 +87,15 @@ class Commander:
         redact: Redact = lambda text: text,
         now: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        configured: Collection[str] = (),
     ) -> None:
         self._config = config
+        # The accounts held here; with several instances, `configured` has the
+        # others too: their commands are journalled for their holder to carry out.
         self._pollers = pollers
+        self._configured = frozenset(configured)
+        # Journal keys being carried out here (a pick-up must not start them twice).
+        self._running: set[str] = set()
         self._store = store
         self._topics = topics
         self._respond = respond
@@ -122,6 +137,8 @@ class Commander:
     async def _answer(self, name: str, command: Command) -> None:
         try:
             response, key = await self._execute(command)
+            if response is None:
+                return  # journalled for the instance holding the account: it answers
         except StoreError as err:
             # Not recorded means not accepted: say so, then the daemon stops.
             await self._respond(
@@ -130,6 +147,11 @@ class Commander:
                 None,
             )
             raise
+        except LeaseLostError:
+            # Not sent: the journal keeps it accepted, and the instance that took
+            # the account over carries it out and answers.
+            _LOGGER.info("%s for %s left to the account's new holder", name, command.account)
+            return
         except Exception as err:
             response, key = self._internal_error(command.transaction, err), None
         await self._respond(name, response, key)
@@ -141,17 +163,39 @@ class Commander:
         reason = f"command: failed: internal error ({type(err).__name__})"
         return requests.error(transaction, reason)
 
-    async def resume(self) -> None:
-        """After a restart: send answers that never left, finish what was
-        accepted, follow up what was pending."""
+    async def resume(self, accounts: Collection[str] | None = None) -> None:
+        """After a restart (or taking accounts over from another instance): send
+        answers that never left, finish what was accepted, follow up what was
+        pending; of `accounts` only, when given."""
         for entry in await self._store.journal_unanswered():
+            if accounts is not None and entry.account not in accounts:
+                continue
             assert entry.response is not None
             _LOGGER.info("Sending the answer to %s %s again", entry.command, entry.key)
             await self._respond(entry.command, json.loads(entry.response), entry.key)
         for entry in await self._store.journal_open():
+            if accounts is not None and entry.account not in accounts:
+                continue
+            if entry.key in self._running:
+                continue
+            await self._finish(entry)
+
+    async def pick_up(self) -> None:
+        """Commands another instance journalled for an account held here."""
+        for entry in await self._store.journal_open():
+            if (
+                entry.status == "accepted"
+                and entry.account in self._pollers
+                and entry.key not in self._running
+            ):
+                await self._finish(entry)
+
+    async def _finish(self, entry: JournalEntry) -> None:
+        self._running.add(entry.key)
+        try:
             try:
                 await self._resume_one(entry)
-            except StoreError:
+            except (StoreError, LeaseLostError):
                 raise  # the daemon stops: nothing more can be recorded
             except Exception as err:
                 # One entry that cannot be finished (a body an older version
@@ -160,6 +204,8 @@ class Commander:
                 response = self._internal_error(entry.transaction_id, err)
                 await self._store.journal_update(entry.key, "failed", response=json.dumps(response))
                 await self._respond(entry.command, response, entry.key)
+        finally:
+            self._running.discard(entry.key)
 
     async def _resume_one(self, entry: JournalEntry) -> None:
         poller = self._pollers.get(entry.account)
@@ -178,7 +224,21 @@ class Commander:
             await self._respond(entry.command, response, entry.key)
             return
         if entry.status == "accepted":
-            _LOGGER.info("Finishing %s %s accepted before a restart", entry.command, entry.key)
+            try:
+                if entry.vehicle is None and command.vehicle is not None:
+                    # Journalled by an instance that does not hold the account: the
+                    # rules (vehicle known, commands.allow) are checked here, once
+                    # the vehicles are known.
+                    if not poller.publisher.states(poller.account):
+                        with contextlib.suppress(TimeoutError):
+                            await poller.wait_polls(1, timeout=FIRST_POLL_WAIT)
+                    self._target(command)
+            except RequestError as err:
+                response = requests.error(entry.transaction_id, str(err), field=err.field)
+                await self._store.journal_update(entry.key, "failed", response=json.dumps(response))
+                await self._respond(entry.command, response, entry.key)
+                return
+            _LOGGER.info("Carrying out %s %s from the journal", entry.command, entry.key)
             response = await self._run(entry.key, command, poller)
             await self._respond(entry.command, response, entry.key)
         elif entry.handle is not None:
@@ -192,14 +252,21 @@ class Commander:
     # --- the one path every command takes ----------------------------------------
     async def execute(self, command: Command) -> dict[str, Any]:
         response, _ = await self._execute(command)
+        if response is None:
+            return requests.ok(command.transaction, {"state": "accepted"})
         return response
 
-    async def _execute(self, command: Command) -> tuple[dict[str, Any], str | None]:
-        """The answer, and the journal key it belongs to (None: not journalled)."""
-        try:
-            poller, vehicle = self._target(command)
-        except RequestError as err:
-            return requests.error(command.transaction, str(err), field=err.field), None
+    async def _execute(self, command: Command) -> tuple[dict[str, Any] | None, str | None]:
+        """The answer, and the journal key it belongs to (None: not journalled).
+        No answer: journalled for the instance that holds the account."""
+        elsewhere = command.account not in self._pollers and command.account in self._configured
+        poller: AccountPoller | None = None
+        vehicle: VehicleState | None = None
+        if not elsewhere:
+            try:
+                poller, vehicle = self._target(command)
+            except RequestError as err:
+                return requests.error(command.transaction, str(err), field=err.field), None
         key = (
             f"{command.account}/{command.transaction}"
             if command.transaction is not None
@@ -239,9 +306,11 @@ class Commander:
             created_at=self._now().timestamp(),
             updated_at=self._now().timestamp(),
         )
+        self._running.add(key)
         try:
             await self._store.journal_accept(entry)
         except DuplicateEntryError:
+            self._running.discard(key)
             # A twin arrived between our look-up and insert: answer as it is answered.
             twin = await self._store.journal_get(key)
             if twin is None and order_ref is not None:
@@ -253,6 +322,12 @@ class Commander:
                     command.transaction, "command: could not be recorded, try again"
                 )
             ), None
+        except BaseException:
+            self._running.discard(key)
+            raise
+        if poller is None:
+            self._running.discard(key)
+            return None, None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -260,6 +335,7 @@ class Commander:
             future.set_result(response)
             return response, key
         finally:
+            self._running.discard(key)
             self._inflight.pop(key, None)
             if not future.done():
                 future.cancel()
@@ -344,7 +420,7 @@ class Commander:
             )
         except ProviderError as err:
             result = CommandResult(CommandStatus.FAILED, error=self._redact(str(err)))
-        except StoreError:
+        except (StoreError, LeaseLostError):
             raise
         except Exception as err:
             # Answered and closed in the journal, never left open to block the
@@ -433,6 +509,8 @@ class Commander:
             except (ProviderError, QuotaExhaustedError) as err:
                 _LOGGER.debug("Following up %s: %s", key, err)
                 continue
+            except LeaseLostError:
+                return  # the instance holding the account now follows it up
             if result.status is not CommandStatus.PENDING:
                 break
         else:

@@ -193,6 +193,13 @@ class StoreConfig(_Model):
 
     # validate_default: the default is relative to the config file's directory too.
     path: Annotated[Path, Field(validate_default=True)] = Path("fleet-bridge.sqlite")
+    # postgresql://user:password@host:port/db: a store shared by several
+    # `fleet-bridge run` instances (docs/scaling.md); unset, the SQLite file.
+    url: str | None = None
+    # How long an instance holds its accounts without renewing: how soon a dead
+    # instance's accounts are taken over, against how long a pause (a network
+    # blip, a stalled VM) may last before another instance takes them.
+    lease_time: Annotated[float, Field(ge=2, le=300)] = 10.0
 
     @field_validator("path")
     @classmethod

@@ -27,7 +27,16 @@ from bridge.mqtt.publisher import Publisher, encode
 from bridge.planner import Cadence, next_poll
 from bridge.providers.base import Provider
 from bridge.quota import Quota
-from bridge.store import AlertClaim, BridgeStore, StoreError
+from bridge.store import (
+    AlertClaim,
+    BridgeStore,
+    LeaseLostError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+# How soon a poll is tried again while the store cannot be reached.
+STORE_RETRY = 5.0
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -276,7 +285,13 @@ class AccountPoller:
 
     async def poll_once(self) -> float:
         """One poll; returns how long to wait before the next."""
-        delay = await self._poll()
+        try:
+            delay = await self._poll()
+        except StoreUnavailableError as err:
+            # No call can be recorded, so none is made; what was polled but not
+            # saved is polled again from the saved cursor (nothing lost).
+            await self._failed(f"store unreachable, no calls until it is back: {err}")
+            delay = STORE_RETRY
         await self.check_stale()
         self.health.next_poll = (
             None
@@ -302,8 +317,10 @@ class AccountPoller:
         except ProviderAuthError as err:
             await self._stop(str(err))
             return 0.0
-        except StoreError:
-            raise  # the daemon stops: polling on without a ledger could break a quota
+        except (StoreError, LeaseLostError):
+            # The daemon stops (polling on without a ledger could break a quota),
+            # waits for the store, or hands the account to its new holder.
+            raise
         except QuotaExhaustedError as err:
             # Not a failure: the bridge itself declined to exceed a budget.
             self._declined = err

@@ -173,6 +173,30 @@ class Publisher:
             provider, capabilities, name, has_daily_budget, alert_types
         )
 
+    def unregister_account(self, account: str) -> None:
+        """Another instance holds the account now: forget its picture without a
+        message (what the broker retains stays, the new holder goes on from it)."""
+        self._accounts.pop(account, None)
+        for key in [key for key in self._due if key[0] == account]:
+            del self._due[key]
+        self._clear_other = {key for key in self._clear_other if key[0] != account}
+
+    async def account_connected(self, account: str) -> None:
+        """The picture of one account, as on a connection (an account this
+        instance took over: its states from the store, discovery at its pace)."""
+        acct = self._accounts[account]
+        sends: list[Message] = []
+        if self._discovery:
+            sends.extend(self._discovery_due([(account, None)]))
+        for vid, vehicle in acct.vehicles.items():
+            if self._discovery:
+                sends.extend(self._discovery_due([(account, vid)]))
+                vehicle.discovered = True
+            sends.append(self._availability_message(account, vid, acct.available))
+            sends.append((self._topics.vehicle_state(account, vid), vehicle.payload, True))
+        self._start_drainer()
+        await self._send(sends)
+
     def states(self, account: str) -> dict[str, VehicleState]:
         return dict(self._accounts[account].states)
 

@@ -48,6 +48,13 @@ class Topics:
     def bridge_state(self) -> str:
         return f"{self.base}/bridge/state"
 
+    def instance_state(self, instance: str) -> str:
+        """One instance's own availability and last will (several share a store)."""
+        return f"{self.base}/bridge/instance/{topic_level(instance)}/state"
+
+    def instance_info(self, instance: str) -> str:
+        return f"{self.base}/bridge/instance/{topic_level(instance)}/info"
+
     @property
     def bridge_info(self) -> str:
         return f"{self.base}/bridge/info"
