@@ -62,6 +62,8 @@ from bridge.providers.tracksafe365 import (
     plan_budgets,
 )
 from bridge.quota import DEFAULT_EGRESS, Budget, BudgetKind, Scope, Scopes, apply_overrides
+from bridge.store.url import SCHEMES as POSTGRES_SCHEMES
+from bridge.store.url import url_passwords
 
 Loc: TypeAlias = tuple[str | int, ...]
 
@@ -193,18 +195,37 @@ class StoreConfig(_Model):
 
     # validate_default: the default is relative to the config file's directory too.
     path: Annotated[Path, Field(validate_default=True)] = Path("fleet-bridge.sqlite")
-    # postgresql://user:password@host:port/db: a store shared by several
-    # `fleet-bridge run` instances (docs/scaling.md); unset, the SQLite file.
+    # A PostgreSQL database instead of the file (postgresql://user:password@host/db,
+    # best with ${VAR} for the password): what several instances share to split
+    # the accounts between them. The password is redacted from every log line.
     url: str | None = None
-    # How long an instance holds its accounts without renewing: how soon a dead
-    # instance's accounts are taken over, against how long a pause (a network
-    # blip, a stalled VM) may last before another instance takes them.
+    # Seconds an instance holds its share of the accounts without renewing it (on
+    # a PostgreSQL store): when an instance dies, another takes its accounts over
+    # after at most this long. Shorter means a faster takeover, but a pause longer
+    # than it (a GC pause, a network blip to the database, a suspended VM) makes
+    # the others take over from an instance that was still alive: it then stops
+    # writing (fencing), yet its accounts are polled late meanwhile.
     lease_time: Annotated[float, Field(ge=2, le=300)] = 10.0
 
     @field_validator("path")
     @classmethod
     def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve_path(value, info)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(POSTGRES_SCHEMES):
+            raise _invalid(
+                "must be a PostgreSQL URL: postgresql://user:password@host:5432/database"
+            )
+        try:
+            urlsplit(value).port  # noqa: B018 (a port that is no number raises)
+        except ValueError:
+            raise _invalid("is not a valid URL (its port?)") from None
+        return value
 
 
 class BudgetOverride(_Model):
@@ -872,7 +893,10 @@ class BridgeConfig(_Model):
         for account in self.accounts:
             # Every SecretStr option of an account, whatever the provider calls it.
             values += [v for v in dict(account).values() if isinstance(v, SecretStr)]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.store.url is not None:
+            found += url_passwords(self.store.url)
+        return found
 
 
 def _names(ids: list[str]) -> str:

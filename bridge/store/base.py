@@ -205,6 +205,44 @@ class LeaseStore(Protocol):
         ...
 
 
+#: What `fleet-bridge migrate-store` copies from one backend to another: each
+#: table with its columns, in the order `export_rows` gives and `import_rows`
+#: takes them (times as in SQLite: unix seconds, `updated_at` ISO 8601 text).
+TABLES: dict[str, tuple[str, ...]] = {
+    "checkpoint": ("account", "key", "value", "updated_at"),
+    "vehicle_state": ("account", "vehicle_id", "state", "updated_at"),
+    "quota_ledger": ("scope", "account", "endpoint", "at"),
+    "quota_scope_hold": ("scope", "until", "reason"),
+    "command_journal": (
+        "key",
+        "command",
+        "account",
+        "vehicle",
+        "order_ref",
+        "transaction_id",
+        "body",
+        "status",
+        "handle",
+        "response",
+        "created_at",
+        "updated_at",
+        "answered_at",
+    ),
+    "alert_seen": (
+        "account",
+        "alert_id",
+        "seen_at",
+        "topic",
+        "payload",
+        "alert_time",
+        "delivered_at",
+    ),
+}
+
+#: A whole store's rows by table (see `TABLES`).
+StoreRows = dict[str, list[tuple[object, ...]]]
+
+
 class BridgeStore(QuotaLedger, StateStore, CommandJournal, AlertLedger, Protocol):
     """Everything the daemon keeps: what `open_store` returns."""
 

@@ -27,7 +27,14 @@ from typing import Self
 
 from bridge.model import VehicleState, utc_now
 from bridge.quota import Call, Counted, Decide, Denial, Hold, LedgerView, Tally
-from bridge.store.base import AlertClaim, DuplicateEntryError, JournalEntry, StoreError
+from bridge.store.base import (
+    TABLES,
+    AlertClaim,
+    DuplicateEntryError,
+    JournalEntry,
+    StoreError,
+    StoreRows,
+)
 
 SCHEMA_VERSION = 8
 
@@ -208,6 +215,26 @@ class SqliteStore:
 
     async def close(self) -> None:
         self._db.close()
+
+    async def export_rows(self) -> StoreRows:
+        """Every row of the store (`TABLES`), for `fleet-bridge migrate-store`;
+        read in one transaction, so a running bridge cannot tear it."""
+        rows: StoreRows = {}
+        try:
+            self._db.execute("BEGIN")
+            try:
+                for table, columns in TABLES.items():
+                    rows[table] = [
+                        tuple(row)
+                        for row in self._db.execute(
+                            f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid"
+                        )
+                    ]
+            finally:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot read the store at {self.path}: {err}") from err
+        return rows
 
     # --- reads ---------------------------------------------------------------
     async def load_checkpoint(self, account: str) -> dict[str, str]:
