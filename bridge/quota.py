@@ -81,6 +81,12 @@ class BudgetKind(enum.StrEnum):
     SPACING = "spacing"  # at least `period` seconds between two calls
 
 
+# The margin a spacing keeps on top of its period (Budget.gap): 1 % of it,
+# at least half a second and at most two.
+SPACING_MARGIN_MIN = 0.5
+SPACING_MARGIN_MAX = 2.0
+
+
 class Scope(enum.StrEnum):
     """What a provider counts a budget against."""
 
@@ -134,17 +140,28 @@ class Budget:
         return tomorrow.replace(tzinfo=ZoneInfo(self.day_zone)).astimezone(UTC)
 
     @property
+    def gap(self) -> float:
+        """The seconds kept between two calls of a spacing: the period, and a
+        margin. The provider measures the spacing between the arrivals of the
+        calls, the ledger between the moments they were recorded; the time from
+        one to the other varies (a transaction on a busy database, a loaded
+        machine), and a call that lands a millisecond early is a #1055."""
+        return self.period + min(SPACING_MARGIN_MAX, max(SPACING_MARGIN_MIN, 0.01 * self.period))
+
+    @property
     def horizon(self) -> float:
         """How far back calls matter to this budget, in seconds."""
         if self.kind is BudgetKind.DAILY:
             return 26 * 3600.0  # a day plus the largest zone offset change
+        if self.kind is BudgetKind.SPACING:
+            return self.gap
         return self.period
 
     def tally(self, key: str, now: datetime) -> Tally:
         """The question this budget asks the ledger at `now`."""
         if self.kind is BudgetKind.DAILY:
             return Tally(key, self.day_start(now), self.endpoints, latest=0, inclusive=True)
-        since = now - timedelta(seconds=self.period)
+        since = now - timedelta(seconds=self.horizon)
         latest = 1 if self.kind is BudgetKind.SPACING else self.limit
         return Tally(key, since, self.endpoints, latest=latest)
 
@@ -652,7 +669,7 @@ class Quota:
         shared by N accounts gives each one call in N (they take turns)."""
         return max(
             (
-                b.period * max(1, len(self.shared_with(b)))
+                b.gap * max(1, len(self.shared_with(b)))
                 for b in self.budgets
                 if b.kind is BudgetKind.SPACING and b.applies(endpoint)
             ),
@@ -672,7 +689,7 @@ class Quota:
             if len(self.shared_with(budget)) < 2:
                 continue
             state = self.book.state(self.scopes.key(budget.scope))
-            period = timedelta(seconds=budget.period)
+            period = timedelta(seconds=budget.gap)
             others = sorted(
                 planned
                 for name, planned in state.planned.items()
@@ -779,7 +796,7 @@ class Quota:
             if not counted.count:
                 return None
             return Denial(
-                budget.describe(), counted.latest[0].at + timedelta(seconds=budget.period)
+                budget.describe(), counted.latest[0].at + timedelta(seconds=budget.gap)
             )
         limit = budget.limit_for(priority)
         if counted.count < limit:
@@ -809,7 +826,7 @@ class Quota:
         state = self.book.state(key)
         if len(self.shared_with(budget)) < 2:
             return None
-        period = timedelta(seconds=budget.period)
+        period = timedelta(seconds=budget.gap)
         free_at = spacing.available_at if spacing is not None else now
         # An account that did not come back in time has given its place up.
         waiting = {

@@ -90,7 +90,7 @@ def write_config(path: Path, pg: Postgres, mosquitto: Mosquitto, sim: SimulatorS
             f"    username: {user}",
             f"    password: {password}",
             f"    base_url: {sim.metrotec_url}",
-            "    poll_interval: 2",
+            "    poll_interval: 10",
             "    offline_after: 86400",
         ]
     lines += [
