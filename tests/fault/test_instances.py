@@ -325,8 +325,7 @@ async def test_an_instance_paused_past_its_lease_makes_no_call_when_resumed(
         await recorder.wait_for(
             lambda: json.loads(recorder.retained[own]).get("accounts") == {}, timeout=60
         )
-        # And the accounts stay with the instance that took them over.
-        assert all_held_by(recorder, [other])
+        # (Alive again, it then takes a share anew, under new leases.)
     finally:
         fleet.stop_all()
     fleetize = live_sim.fleetize.stats()
