@@ -755,7 +755,7 @@ class PostgresStore:
                 await cur.execute(f"SELECT {', '.join(columns)} FROM {table}")
                 rows[table] = [
                     tuple(
-                        value.isoformat()
+                        value.astimezone(UTC).isoformat()
                         if (table, column) in _TEXT_TIMES and isinstance(value, datetime)
                         else value
                         for column, value in zip(columns, row, strict=True)
