@@ -517,3 +517,33 @@ def test_bad_store_options_are_named(option: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(MINIMAL + f"  {option}\n")
     assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+# --- open_store -------------------------------------------------------------------
+async def test_open_store_chooses_by_the_config(url: str, tmp_path: Path) -> None:
+    from bridge.config import StoreConfig
+    from bridge.store import open_store
+
+    sqlite = await open_store(StoreConfig(path=tmp_path / "s.sqlite"))
+    assert isinstance(sqlite, SqliteStore)
+    await sqlite.close()
+    shared = await open_store(StoreConfig(url=url))
+    assert isinstance(shared, PostgresStore)
+    assert isinstance(shared, LeaseStore)
+    await shared.close()
+
+
+async def test_open_store_without_psycopg_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from bridge.config import StoreConfig
+    from bridge.store import open_store
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    with pytest.raises(StoreError, match=r"pip install 'fleet-telematics-bridge\[postgres\]'"):
+        await open_store(StoreConfig(url="postgresql://db/fleet"))
