@@ -478,6 +478,13 @@ async def test_a_wrong_password_is_not_in_the_error(postgres_shared: Postgres) -
     with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}") as caught:
         await PostgresStore.open(f"postgresql://fleet:{password}@127.0.0.1:{port}/x")
     assert password not in str(caught.value)
+    # libpq quotes a URL it cannot read, password and all: not here, not even
+    # in the exception's context.
+    with pytest.raises(StoreError) as unreadable:
+        await PostgresStore.open(f"postgresql://fleet:%zz{password}@127.0.0.1:{port}/x")
+    assert password not in str(unreadable.value)
+    assert unreadable.value.__context__ is None
+    assert unreadable.value.__cause__ is None
 
 
 # --- the config -------------------------------------------------------------------
