@@ -132,6 +132,8 @@ def inline_secrets(text: str) -> list[str]:
     (not a `${ENV_VAR}` or `${file:...}` reference), by path."""
     import yaml
 
+    from bridge.store.url import SCHEMES, url_passwords
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -144,6 +146,10 @@ def inline_secrets(text: str) -> list[str]:
                 path = f"{where}.{key}" if where else str(key)
                 if key in _SECRET_OPTIONS and isinstance(item, str | int | float):
                     if _outside_references(str(item)).strip():
+                        found.append(path)
+                elif key == "url" and isinstance(item, str) and item.startswith(SCHEMES):
+                    # store.url: the password in it (postgresql://user:pw@host/db).
+                    if url_passwords(_outside_references(item)):
                         found.append(path)
                 else:
                     walk(item, path)

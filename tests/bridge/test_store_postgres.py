@@ -554,3 +554,16 @@ async def test_open_store_without_psycopg_says_what_to_install(
     )
     with pytest.raises(StoreError, match=r"pip install 'fleet-telematics-bridge\[postgres\]'"):
         await open_store(StoreConfig(url="postgresql://db/fleet"))
+
+
+def test_a_password_written_into_store_url_is_an_inline_secret() -> None:
+    from bridge.cli import inline_secrets
+
+    assert inline_secrets("store:\n  url: postgresql://fleet:hunter2@db/fleet\n") == ["store.url"]
+    assert inline_secrets("store:\n  url: postgresql://fleet:${PG_PASSWORD}@db/fleet\n") == []
+    assert inline_secrets("store:\n  url: postgresql://fleet@db/fleet\n") == []
+
+
+def test_the_store_config_repr_hides_the_url() -> None:
+    config = parse_config(MINIMAL + "  url: postgresql://fleet:hunter2@db/fleet\n")
+    assert "hunter2" not in repr(config)
