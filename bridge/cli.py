@@ -1,4 +1,4 @@
-"""`fleet-bridge run | demo | check-config | simulate`."""
+"""`fleet-bridge run | demo | check-config | migrate-store | simulate`."""
 
 from __future__ import annotations
 
@@ -66,6 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
 
+    migrate = sub.add_parser(
+        "migrate-store", help="copy an SQLite store into a PostgreSQL store, in one transaction"
+    )
+    migrate.add_argument(
+        "--config", "-c", help="the YAML config whose store.path and store.url to use"
+    )
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="the SQLite store to copy (default: the config's store.path)",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="target",
+        metavar="URL",
+        help="the PostgreSQL store to fill (default: the config's store.url); it must be empty",
+    )
+
     sim = sub.add_parser("simulate", help="serve the provider simulators over HTTP")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
@@ -113,6 +132,8 @@ def inline_secrets(text: str) -> list[str]:
     (not a `${ENV_VAR}` or `${file:...}` reference), by path."""
     import yaml
 
+    from bridge.store.url import SCHEMES, url_passwords
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -125,6 +146,10 @@ def inline_secrets(text: str) -> list[str]:
                 path = f"{where}.{key}" if where else str(key)
                 if key in _SECRET_OPTIONS and isinstance(item, str | int | float):
                     if _outside_references(str(item)).strip():
+                        found.append(path)
+                elif key == "url" and isinstance(item, str) and item.startswith(SCHEMES):
+                    # store.url: the password in it (postgresql://user:pw@host/db).
+                    if url_passwords(_outside_references(item)):
                         found.append(path)
                 else:
                     walk(item, path)
@@ -237,6 +262,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate_store(args: argparse.Namespace) -> int:
+    """Copy every row of an SQLite store into an empty PostgreSQL store: all of it
+    in one transaction, or nothing (exit 2) when the target holds data already."""
+    import importlib.util
+
+    from bridge.logs import setup_logging
+    from bridge.store import POSTGRES_MISSING, SqliteStore, StoreError
+    from bridge.store.url import SCHEMES, redact_url, url_passwords
+
+    source: str | None = args.source
+    target: str | None = args.target
+    if args.config is not None:
+        from bridge.config import load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as err:
+            print(f"{args.config}: invalid configuration", file=sys.stderr)
+            for problem in err.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        source = source or str(config.store.path)
+        target = target or config.store.url
+    if source is None or target is None:
+        print(
+            "fleet-bridge migrate-store: name the SQLite store (--from or the config's "
+            "store.path) and the PostgreSQL store (--to or the config's store.url)",
+            file=sys.stderr,
+        )
+        return 2
+    if not target.startswith(SCHEMES):
+        print("fleet-bridge migrate-store: the target must be a postgresql:// URL", file=sys.stderr)
+        return 2
+    if not Path(source).is_file():
+        print(f"fleet-bridge migrate-store: no SQLite store at {source}", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("psycopg") is None:
+        print(f"fleet-bridge migrate-store: {POSTGRES_MISSING}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level or "warning", url_passwords(target))
+    from bridge.store.postgres import PostgresStore
+
+    path, url = source, target
+
+    async def copy() -> dict[str, int]:
+        sqlite = SqliteStore(path)
+        try:
+            rows = await sqlite.export_rows()
+        finally:
+            await sqlite.close()
+        postgres = await PostgresStore.open(url)
+        try:
+            return await postgres.import_rows(rows)
+        finally:
+            await postgres.close()
+
+    try:
+        counts = asyncio.run(copy())
+    except StoreError as err:
+        print(f"fleet-bridge migrate-store: {err}", file=sys.stderr)
+        return 2
+    print(f"copied {source} into {redact_url(target)}:")
+    for table, count in counts.items():
+        print(f"  {table}: {count} row(s)")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from bridge.logs import setup_logging
     from bridge.simulator.server import SimulatorServer
@@ -297,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args.config, args.log_level, args.allow_readable_config)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "migrate-store":
+        return cmd_migrate_store(args)
     return cmd_simulate(args)
 
 

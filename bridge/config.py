@@ -198,7 +198,7 @@ class StoreConfig(_Model):
     # A PostgreSQL database instead of the file (postgresql://user:password@host/db,
     # best with ${VAR} for the password): what several instances share to split
     # the accounts between them. The password is redacted from every log line.
-    url: str | None = None
+    url: Annotated[str | None, Field(repr=False)] = None
     # Seconds an instance holds its share of the accounts without renewing it (on
     # a PostgreSQL store): when an instance dies, another takes its accounts over
     # after at most this long. Shorter means a faster takeover, but a pause longer

@@ -12,6 +12,7 @@ import importlib.util
 from typing import TYPE_CHECKING
 
 from bridge.store.base import (
+    TABLES,
     AlertClaim,
     AlertLedger,
     BridgeStore,
@@ -37,6 +38,7 @@ Store = SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TABLES",
     "AlertClaim",
     "AlertLedger",
     "BridgeStore",

@@ -171,8 +171,20 @@ class PostgresStore:
         self.where = url_where(url)
         self.shown_url = redact_url(url)
         self._options: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in url:
-            self._options["connect_timeout"] = max(1, round(connect_timeout))
+        # libpq's own defaults wait hours on a connection whose peer vanished
+        # without a reset (a cut network): these bound that to about half a
+        # minute. An option the URL names itself is left to it.
+        defaults: dict[str, Any] = {
+            "connect_timeout": max(1, round(connect_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        }
+        for option, value in defaults.items():
+            if option not in url:
+                self._options[option] = value
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(pool_size)
         self._fences: dict[str, tuple[str, tuple[str, int] | None]] = {}
@@ -233,8 +245,10 @@ class PostgresStore:
         try:
             return await AsyncConnection.connect(self._url, **self._options)
         except psycopg.Error as err:
-            # Not chained: nothing of the connection attempt is shown but its text.
-            raise self._error(err) from None
+            failure = self._error(err)
+        # Raised outside the handler, so not even as its __context__ does
+        # libpq's error (which can quote the URL, password and all) come along.
+        raise failure
 
     async def _begin(self) -> _Connection:
         """A connection in a fresh transaction: an idle one if it still works
@@ -273,26 +287,33 @@ class PostgresStore:
                 if isinstance(err, psycopg.Error):
                     raise self._error(err) from err
                 raise
+            await self._release(conn)
+
+    async def _release(self, conn: _Connection) -> None:
+        """Keep a sound connection for the next transaction (unless closing)."""
+        if self._closed:
+            await _close_quietly(conn)
+        else:
             self._idle.append(conn)
 
     async def _abandon(self, conn: _Connection, err: BaseException) -> None:
         """After a failed transaction: roll back and keep the connection when it
-        is sound, else close it (and the idle ones, when the server went away)."""
-        lost = isinstance(err, psycopg.OperationalError | psycopg.InterfaceError)
-        if not lost and isinstance(err, Exception) and not conn.broken:
-            try:
-                await conn.execute("ROLLBACK")
-            except psycopg.Error:
-                pass
-            else:
-                self._idle.append(conn)
-                return
-        # Cancelled mid-statement, or the connection is gone: never reuse it.
-        await _close_quietly(conn)
-        if lost:
-            idle, self._idle = self._idle, []
-            for other in idle:
-                await _close_quietly(other)
+        is sound (a constraint, a deadlock, an error of the block), else close
+        it, and the idle ones too when the server went away."""
+        if conn.broken or not isinstance(err, Exception):
+            # Lost, or cancelled mid-statement: never reuse it.
+            await _close_quietly(conn)
+            if conn.broken:
+                idle, self._idle = self._idle, []
+                for other in idle:
+                    await _close_quietly(other)
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except psycopg.Error:
+            await _close_quietly(conn)
+            return
+        await self._release(conn)
 
     async def _listen(self, conn: _Connection | None) -> None:
         """Set `journal_changed` on every notification; after an outage, connect
@@ -755,7 +776,7 @@ class PostgresStore:
                 await cur.execute(f"SELECT {', '.join(columns)} FROM {table}")
                 rows[table] = [
                     tuple(
-                        value.isoformat()
+                        value.astimezone(UTC).isoformat()
                         if (table, column) in _TEXT_TIMES and isinstance(value, datetime)
                         else value
                         for column, value in zip(columns, row, strict=True)

@@ -142,6 +142,29 @@ def _service_user() -> str:
 
 @pytest.fixture
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A server of the test's own (to stop and start)."""
+    yield from _serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def postgres_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One server for a whole test module (never stopped by a test): each test
+    makes a database of its own on it with `fresh_database`."""
+    yield from _serve(tmp_path_factory)
+
+
+def fresh_database(server: Postgres, name: str) -> str:
+    """A new, empty database on `server`; its URL."""
+    import psycopg
+
+    with psycopg.connect(
+        f"postgresql://{server.user}@{server.host}:{server.port}/postgres", autocommit=True
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://{server.user}@{server.host}:{server.port}/{name}"
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     workdir = tmp_path_factory.mktemp("postgres")
     if os.geteuid() == 0:
         # The service user must reach its data through the temporary directories.
