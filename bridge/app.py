@@ -102,8 +102,9 @@ class Bridge:
         self.cluster: Cluster | None = None
         self._leases: LeaseStore | None = None
         # Several instances on one store share the broker too: each has its own
-        # client id and availability topic (a will of its own), and commands are
-        # read once per group through a shared subscription (`$share/...`).
+        # client id and availability topic (a will of its own). Each reads every
+        # command (not a `$share/...` subscription: Mosquitto drops what a killed
+        # member had taken and not journalled); the journal makes it one.
         self.instance: str | None = None
         self.link = self._make_link(shared=config.store.url is not None)
         # The dashboard, /metrics and /healthz (bridge/web), when `http:` asks for them.
@@ -149,8 +150,6 @@ class Bridge:
             self.instance = new_instance_id()
             state_topic = self.topics.instance_state(self.instance)
             mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{self.instance}"})
-            group = f"{mqtt.client_id.split('-')[0] or 'fleet-bridge'}"
-            commands = [f"$share/{group}/{topic}" for topic in commands]
         return MqttLink(
             mqtt,
             state_topic=state_topic,
@@ -215,6 +214,7 @@ class Bridge:
                     redact=lambda text: self._redact(text) or "",
                     now=self._now,
                     configured=frozenset(self._every),
+                    leader=self._leads,
                 )
                 if leases is not None:
                     self.cluster = Cluster(
@@ -283,6 +283,7 @@ class Bridge:
         so that no call of ours follows the lease."""
         assert self.cluster is not None
         assert self._leases is not None
+        await self.commander.release(self.cluster.units[unit])
         for account in self.cluster.units[unit]:
             self._leases.fence(account, self.cluster.instance, None)
             task = self._poll_tasks.pop(account, None)
@@ -291,6 +292,19 @@ class Bridge:
             if self.pollers.pop(account, None) is not None:
                 self.publisher.unregister_account(account)
         self._cluster_changed()
+
+    def _leads(self) -> bool:
+        return self.cluster is None or self.cluster.leads()
+
+    def _held_elsewhere(self, account: str) -> bool:
+        """Another instance alive holds the account (at the last beat)."""
+        cluster = self.cluster
+        unit = cluster.unit_of(account) if cluster is not None else None
+        if cluster is None or unit is None:
+            return False
+        alive = {i.instance for i in cluster.instances}
+        owner = cluster.owners.get(unit)
+        return owner is not None and owner != cluster.instance and owner in alive
 
     def _cluster_changed(self) -> None:
         self._spawn(self._publish_info())
@@ -490,10 +504,16 @@ class Bridge:
                 return
 
     async def _answer(self, command: str, payload: bytes) -> None:
+        # Every instance reads every request: one answers (the account's holder
+        # for a refresh, the leader for the rest; every one republishes its own).
+        answer = self._leads()
         try:
             request = parse_request(command, payload)
             if command == "refresh":
-                response = await self._refresh(request)
+                held, answered = await self._refresh(request)
+                if answered is None:
+                    return  # another instance holds the account and answers
+                response, answer = answered, held or answer
             elif command == "republish":
                 response = await self._republish(request)
             else:
@@ -507,7 +527,8 @@ class Bridge:
             response = requests.error(
                 transaction_of(payload), f"command: failed: internal error ({type(err).__name__})"
             )
-        await self._send_response(command[:50] or "unknown", response, None)
+        if answer:
+            await self._send_response(command[:50] or "unknown", response, None)
 
     def _learn_retained(self, topic: str, payload: bytes) -> bool:
         """A lights or snapshot result the broker kept from an earlier run: the
@@ -540,14 +561,31 @@ class Bridge:
             request.transaction, {"accounts": len(self.pollers), "vehicles": vehicles}
         )
 
-    async def _refresh(self, request: Request) -> dict[str, Any]:
+    async def _refresh(self, request: Request) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the account is held here, and the answer (None: another
+        instance holds it and answers)."""
         body = dict(request.body)
-        account = take_str(body, "account", required=len(self.pollers) != 1)
+        account = take_str(body, "account", required=len(self._every) != 1)
         no_extra(body)
-        name = account or next(iter(self.pollers))
+        name = account or next(iter(self._every))
         poller = self.pollers.get(name)
         if poller is None:
+            if name in self._every:
+                # Held by another instance, which answers; while nobody holds it
+                # (a takeover), the leader says so.
+                if self._held_elsewhere(name):
+                    return False, None
+                return False, requests.error(
+                    request.transaction,
+                    f"{name}: not refreshed, the account is being taken over by another "
+                    "instance; try again in a few seconds",
+                )
             raise RequestError("account", f"unknown account '{name[:64]}'")
+        return True, await self._refresh_held(request, name, poller)
+
+    async def _refresh_held(
+        self, request: Request, name: str, poller: AccountPoller
+    ) -> dict[str, Any]:
         try:
             result = await poller.refresh()
         except QuotaExhaustedError as err:

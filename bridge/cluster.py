@@ -181,6 +181,12 @@ class Cluster:
             for account in self.units.get(unit, ())
         )
 
+    def leads(self) -> bool:
+        """The instance that answers what no account holder answers: the first
+        alive by id (alone, or while the store cannot say: this one)."""
+        alive = [i.instance for i in self.instances]
+        return not alive or self.store_error is not None or min(alive) == self.instance
+
     def unit_of(self, account: str) -> str | None:
         return next((unit for unit, members in self.units.items() if account in members), None)
 

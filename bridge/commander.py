@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -88,14 +88,20 @@ class Commander:
         now: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         configured: Collection[str] = (),
+        leader: Callable[[], bool] = lambda: True,
     ) -> None:
         self._config = config
         # The accounts held here; with several instances, `configured` has the
         # others too: their commands are journalled for their holder to carry out.
         self._pollers = pollers
         self._configured = frozenset(configured)
+        # Whether this instance answers what no account holder answers (bad
+        # payloads, unknown accounts): one instance of several, the leader.
+        self._leader = leader
         # Journal keys being carried out here (a pick-up must not start them twice).
         self._running: set[str] = set()
+        # Follow-ups by account (stopped when another instance takes it over).
+        self._follows: dict[str, set[asyncio.Task[None]]] = {}
         self._store = store
         self._topics = topics
         self._respond = respond
@@ -114,9 +120,10 @@ class Commander:
             envelope = parse_request(name, payload)
             command = parse_command(name, dict(envelope.body), envelope.transaction)
         except RequestError as err:
-            await self._respond(
-                name, requests.error(transaction_of(payload), str(err), field=err.field), None
-            )
+            if self._leads():  # one answer from the instances that all read it
+                await self._respond(
+                    name, requests.error(transaction_of(payload), str(err), field=err.field), None
+                )
             return
         await self._answer(name, command)
 
@@ -128,9 +135,10 @@ class Commander:
             name, body = parse_set(account, vehicle, dict(envelope.body))
             command = parse_command(name, body, envelope.transaction)
         except RequestError as err:
-            await self._respond(
-                name, requests.error(transaction_of(payload), str(err), field=err.field), None
-            )
+            if account in self._pollers or (account not in self._configured and self._leads()):
+                await self._respond(
+                    name, requests.error(transaction_of(payload), str(err), field=err.field), None
+                )
             return
         await self._answer(name, command)
 
@@ -140,12 +148,16 @@ class Commander:
             if response is None:
                 return  # journalled for the instance holding the account: it answers
         except StoreError as err:
-            # Not recorded means not accepted: say so, then the daemon stops.
-            await self._respond(
-                name,
-                requests.error(command.transaction, f"command: not accepted: {err}"),
-                None,
-            )
+            # Not recorded means not accepted: say so (once: the holder, or the
+            # leader for an account nobody holds), then the daemon stops or waits.
+            if command.account in self._pollers or (
+                command.account not in self._pollers and self._leads()
+            ):
+                await self._respond(
+                    name,
+                    requests.error(command.transaction, f"command: not accepted: {err}"),
+                    None,
+                )
             raise
         except LeaseLostError:
             # Not sent: the journal keeps it accepted, and the instance that took
@@ -242,12 +254,23 @@ class Commander:
             response = await self._run(entry.key, command, poller)
             await self._respond(entry.command, response, entry.key)
         elif entry.handle is not None:
-            self._spawn(self._follow(entry.key, command, poller, entry.handle, entry.created_at))
+            self._follow_up(
+                poller.account,
+                self._follow(entry.key, command, poller, entry.handle, entry.created_at),
+            )
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def release(self, accounts: Collection[str]) -> None:
+        """Another instance holds these accounts now: it follows their pending
+        commands up (from the journal); ours stop."""
+        tasks = [t for account in accounts for t in self._follows.pop(account, set())]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- the one path every command takes ----------------------------------------
     async def execute(self, command: Command) -> dict[str, Any]:
@@ -258,15 +281,27 @@ class Commander:
 
     async def _execute(self, command: Command) -> tuple[dict[str, Any] | None, str | None]:
         """The answer, and the journal key it belongs to (None: not journalled).
-        No answer: journalled for the instance that holds the account."""
-        elsewhere = command.account not in self._pollers and command.account in self._configured
+
+        No answer (None): another instance answers. With several instances every
+        one of them reads every command (a shared subscription would lose the
+        commands a killed instance had taken but not journalled); the first to
+        journal it wins, the holder of the account carries it out and answers,
+        the others stay silent. Errors that no account holds are the leader's."""
+        held = command.account in self._pollers
+        elsewhere = not held and command.account in self._configured
         poller: AccountPoller | None = None
         vehicle: VehicleState | None = None
         if not elsewhere:
             try:
                 poller, vehicle = self._target(command)
             except RequestError as err:
+                if not held and not self._leads():
+                    return None, None
                 return requests.error(command.transaction, str(err), field=err.field), None
+        if elsewhere and command.transaction is None:
+            # Without a transaction id twins cannot be told apart: only the
+            # holder takes such a command (send one for exactly-once).
+            return None, None
         key = (
             f"{command.account}/{command.transaction}"
             if command.transaction is not None
@@ -279,16 +314,20 @@ class Commander:
         if command.transaction is not None:
             known = await self._store.journal_by_transaction(command.transaction)
             if known is not None:
+                if elsewhere:
+                    return None, None
                 if (
                     known.account != command.account
                     or known.command != command.name
                     or (known.body != body)
                 ):
                     return self._conflict("transaction", command, known), None
-                return await self._repeat(known, command.transaction), None
+                return await self._known(known, command.transaction)
         if order_ref is not None:
             known = await self._store.journal_by_order(command.account, order_ref)
             if known is not None:
+                if elsewhere:
+                    return None, None
                 if known.body != body:
                     return self._conflict("order_ref", command, known), None
                 return await self._repeat(known, command.transaction), None
@@ -311,17 +350,19 @@ class Commander:
             await self._store.journal_accept(entry)
         except DuplicateEntryError:
             self._running.discard(key)
+            if elsewhere:
+                return None, None
             # A twin arrived between our look-up and insert: answer as it is answered.
             twin = await self._store.journal_get(key)
             if twin is None and order_ref is not None:
                 twin = await self._store.journal_by_order(command.account, order_ref)
-            return (
-                await self._repeat(twin, command.transaction)
-                if twin
-                else requests.error(
+            if twin is None:
+                return requests.error(
                     command.transaction, "command: could not be recorded, try again"
-                )
-            ), None
+                ), None
+            if twin.key == key:
+                return await self._known(twin, command.transaction)
+            return await self._repeat(twin, command.transaction), None
         except BaseException:
             self._running.discard(key)
             raise
@@ -339,6 +380,24 @@ class Commander:
             self._inflight.pop(key, None)
             if not future.done():
                 future.cancel()
+
+    async def _known(
+        self, known: JournalEntry, transaction: str | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """A command of an account held here, already in the journal under its
+        transaction: answered again, or carried out here when another instance
+        journalled it (it never answers), or left to the run that is carrying
+        it out here already (it answers)."""
+        if known.response is None and known.key not in self._inflight:
+            if known.key in self._running:
+                return None, None
+            if known.status == "accepted":
+                await self._finish(known)
+                return None, None
+        return await self._repeat(known, transaction), None
+
+    def _leads(self) -> bool:
+        return self._leader()
 
     async def _repeat(self, known: JournalEntry, transaction: str | None) -> dict[str, Any]:
         """A command seen before: the first answer again, never a second effect,
@@ -442,7 +501,10 @@ class Commander:
         )
         await self._effects(command, poller, result)
         if result.status is CommandStatus.PENDING and result.handle is not None:
-            self._spawn(self._follow(key, command, poller, result.handle, self._now().timestamp()))
+            self._follow_up(
+                poller.account,
+                self._follow(key, command, poller, result.handle, self._now().timestamp()),
+            )
         return response
 
     async def _call(self, command: Command, poller: AccountPoller) -> CommandResult:
@@ -569,6 +631,14 @@ class Commander:
         # Kept to send again after a broker restart that lost its retained messages.
         self.retained[topic] = data
         await poller.publisher.publish_json(topic, data, retain=True)
+
+    def _follow_up(self, account: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        follows = self._follows.setdefault(account, set())
+        follows.add(task)
+        task.add_done_callback(follows.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -795,9 +795,7 @@ class Quota:
         if budget.kind is BudgetKind.SPACING:
             if not counted.count:
                 return None
-            return Denial(
-                budget.describe(), counted.latest[0].at + timedelta(seconds=budget.gap)
-            )
+            return Denial(budget.describe(), counted.latest[0].at + timedelta(seconds=budget.gap))
         limit = budget.limit_for(priority)
         if counted.count < limit:
             return None

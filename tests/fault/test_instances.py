@@ -172,6 +172,13 @@ def metrotec_vehicles(recorder: Recorder, account: str) -> list[str]:
     )
 
 
+def journal(pg: Postgres) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg.url) as conn:
+        return conn.execute(
+            "SELECT key, status, answered_at IS NOT NULL FROM command_journal ORDER BY key"
+        ).fetchall()
+
+
 def ledger_calls(pg: Postgres, scope_like: str) -> int:
     with psycopg.connect(pg.url) as conn:
         row = conn.execute(
@@ -242,7 +249,11 @@ async def test_three_instances_killed_one_by_one_lose_and_double_nothing(
                 fleet.start()
                 await recorder.wait_for(lambda: all_held_by(recorder, fleet.pids), timeout=60)
                 takeovers.append(time.monotonic() - killed_at)
-        await recorder.wait_for(lambda: set(answers(recorder)) >= set(sent), timeout=120)
+        try:
+            await recorder.wait_for(lambda: set(answers(recorder)) >= set(sent), timeout=120)
+        except AssertionError:
+            missing = set(sent) - set(answers(recorder))
+            raise AssertionError(f"not answered: {missing}; journal: {journal(postgres)}") from None
     finally:
         fleet.stop_all()
 
