@@ -283,7 +283,9 @@ class Bridge:
         so that no call of ours follows the lease."""
         assert self.cluster is not None
         assert self._leases is not None
-        await self.commander.release(self.cluster.units[unit])
+        await self.commander.release(
+            self.cluster.units[unit], timeout=self.config.store.lease_time / 2
+        )
         for account in self.cluster.units[unit]:
             self._leases.fence(account, self.cluster.instance, None)
             task = self._poll_tasks.pop(account, None)

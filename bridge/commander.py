@@ -99,7 +99,9 @@ class Commander:
         # payloads, unknown accounts): one instance of several, the leader.
         self._leader = leader
         # Journal keys being carried out here (a pick-up must not start them twice).
-        self._running: set[str] = set()
+        # (key -> account; a release waits for those of its accounts to end).
+        self._running: dict[str, str] = {}
+        self._ended = asyncio.Event()
         # Follow-ups by account (stopped when another instance takes it over).
         self._follows: dict[str, set[asyncio.Task[None]]] = {}
         self._store = store
@@ -203,10 +205,16 @@ class Commander:
                 await self._finish(entry)
 
     async def _finish(self, entry: JournalEntry) -> None:
-        self._running.add(entry.key)
+        if entry.key in self._running:
+            return
+        self._running[entry.key] = entry.account
         try:
+            # What the caller read may be stale (another path finished it since).
+            fresh = await self._store.journal_get(entry.key)
+            if fresh is None or fresh.status != entry.status or fresh.response != entry.response:
+                return
             try:
-                await self._resume_one(entry)
+                await self._resume_one(fresh)
             except (StoreError, LeaseLostError):
                 raise  # the daemon stops: nothing more can be recorded
             except Exception as err:
@@ -217,10 +225,12 @@ class Commander:
                 await self._store.journal_update(entry.key, "failed", response=json.dumps(response))
                 await self._respond(entry.command, response, entry.key)
         finally:
-            self._running.discard(entry.key)
+            self._stopped(entry.key)
 
     async def _resume_one(self, entry: JournalEntry) -> None:
         poller = self._pollers.get(entry.account)
+        if poller is None and entry.account in self._configured:
+            return  # held by another instance now: it finishes it
         if poller is None:
             response = requests.error(
                 entry.transaction_id, f"account: '{entry.account}' is no longer configured"
@@ -264,13 +274,25 @@ class Commander:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def release(self, accounts: Collection[str]) -> None:
-        """Another instance holds these accounts now: it follows their pending
-        commands up (from the journal); ours stop."""
+    async def release(self, accounts: Collection[str], timeout: float = 5.0) -> None:
+        """Another instance is to hold these accounts: it follows their pending
+        commands up (from the journal), so ours stop; a command being carried
+        out here is waited for (up to `timeout`), or the next holder would find
+        it still accepted and send it a second time. Past the timeout the lease
+        runs out all the same, and the store refuses what it still tries."""
         tasks = [t for account in accounts for t in self._follows.pop(account, set())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while any(account in accounts for account in self._running.values()):
+                    self._ended.clear()
+                    await self._ended.wait()
+
+    def _stopped(self, key: str) -> None:
+        if self._running.pop(key, None) is not None:
+            self._ended.set()
 
     # --- the one path every command takes ----------------------------------------
     async def execute(self, command: Command) -> dict[str, Any]:
@@ -330,6 +352,9 @@ class Commander:
                     return None, None
                 if known.body != body:
                     return self._conflict("order_ref", command, known), None
+                if known.key == key:
+                    # Its own transaction, journalled in between by another instance.
+                    return await self._known(known, command.transaction)
                 return await self._repeat(known, command.transaction), None
         entry = JournalEntry(
             key=key,
@@ -345,11 +370,11 @@ class Commander:
             created_at=self._now().timestamp(),
             updated_at=self._now().timestamp(),
         )
-        self._running.add(key)
+        self._running[key] = command.account
         try:
             await self._store.journal_accept(entry)
         except DuplicateEntryError:
-            self._running.discard(key)
+            self._stopped(key)
             if elsewhere:
                 return None, None
             # A twin arrived between our look-up and insert: answer as it is answered.
@@ -364,10 +389,10 @@ class Commander:
                 return await self._known(twin, command.transaction)
             return await self._repeat(twin, command.transaction), None
         except BaseException:
-            self._running.discard(key)
+            self._stopped(key)
             raise
         if poller is None:
-            self._running.discard(key)
+            self._stopped(key)
             return None, None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
@@ -376,7 +401,7 @@ class Commander:
             future.set_result(response)
             return response, key
         finally:
-            self._running.discard(key)
+            self._stopped(key)
             self._inflight.pop(key, None)
             if not future.done():
                 future.cancel()

@@ -175,7 +175,8 @@ def metrotec_vehicles(recorder: Recorder, account: str) -> list[str]:
 def journal(pg: Postgres) -> list[tuple[Any, ...]]:
     with psycopg.connect(pg.url) as conn:
         return conn.execute(
-            "SELECT key, status, answered_at IS NOT NULL FROM command_journal ORDER BY key"
+            "SELECT key, command, status, answered_at IS NOT NULL, response FROM command_journal"
+            " ORDER BY key"
         ).fetchall()
 
 
@@ -231,6 +232,8 @@ async def test_three_instances_killed_one_by_one_lose_and_double_nothing(
                             "order_ref": f"order-{transaction}",
                             "latitude": 52.1,
                             "longitude": 4.3,
+                            "start_time": "2026-12-08T08:00:00Z",
+                            "stop_time": "2026-12-08T09:00:00Z",
                             "description": "delivery",
                         }
                     else:
@@ -251,9 +254,18 @@ async def test_three_instances_killed_one_by_one_lose_and_double_nothing(
                 takeovers.append(time.monotonic() - killed_at)
         try:
             await recorder.wait_for(lambda: set(answers(recorder)) >= set(sent), timeout=120)
+            # The five accounts behind one address take turns on the spacing, by
+            # whichever instance holds them last: each gets its turn.
+            await recorder.wait_for(
+                lambda: all(live_sim.fleetize.counters.by_token[t] > 0 for t in FLEETIZE),
+                timeout=120,
+            )
         except AssertionError:
             missing = set(sent) - set(answers(recorder))
-            raise AssertionError(f"not answered: {missing}; journal: {journal(postgres)}") from None
+            raise AssertionError(
+                f"not answered: {missing}; journal: {journal(postgres)}; answers: "
+                f"{answers(recorder)}; sent: {sent}"
+            ) from None
     finally:
         fleet.stop_all()
 
@@ -278,15 +290,17 @@ async def test_three_instances_killed_one_by_one_lose_and_double_nothing(
     tally.duplicates += sum(n > 1 for n in orders.values()) + len(changed)
     tally.violations += fleetize["violations"]
     assert lost == set()
-    assert changed == {}
+    assert changed == {}, json.dumps(changed)
     assert all(a[0]["status"] == "ok" for tx, a in got.items() if tx in sent), got
     assert {ref for ref in orders if ref in created} == created
     assert all(orders[ref] == 1 for ref in created)
     assert fleetize["errors"].get("1055", 0) == 0
     assert fleetize["errors"].get("1002", 0) == 0
     assert fleetize["violations"] == 0
-    # Every FLEETIZE call is in the shared ledger: none was made unrecorded.
-    assert ledger_calls(postgres, "fleetize:egress:%") == sum(
+    # Every FLEETIZE call is in the shared ledger: none was made unrecorded (the
+    # daily budget's rows, per account: the spacing's are pruned after seconds;
+    # a kill between recording a call and sending it leaves one more row).
+    assert ledger_calls(postgres, "fleetize:account:%") >= sum(
         live_sim.fleetize.counters.by_token.values()
     )
     assert all(live_sim.fleetize.counters.by_token[token] > 0 for token in FLEETIZE)
@@ -342,6 +356,6 @@ async def test_an_instance_paused_past_its_lease_makes_no_call_when_resumed(
     fleetize = live_sim.fleetize.stats()
     assert fleetize["errors"].get("1055", 0) == 0
     assert fleetize["violations"] == 0
-    assert ledger_calls(postgres, "fleetize:egress:%") == sum(
+    assert ledger_calls(postgres, "fleetize:account:%") >= sum(
         live_sim.fleetize.counters.by_token.values()
     )
