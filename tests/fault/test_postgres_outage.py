@@ -68,6 +68,8 @@ async def test_the_store_restarted_and_cut_mid_poll_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rows_of = {row["id"]: row for row in accounts(sim)}
+    # Room for an answer held back long enough to stop the database under it.
+    rows_of["fz"]["request_timeout"] = 10
     config = BridgeConfig.model_validate(
         {
             "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "outage"},
@@ -121,13 +123,17 @@ async def test_the_store_restarted_and_cut_mid_poll_loses_nothing(
         assert sim.metrotec.counters.total > before[1]
 
         # 3. Cut between FLEETIZE's answer and the saving of what it brought.
-        sim.fleetize.latency = 1.0
+        sim.fleetize.latency = 2.0
         sim.clock.advance(61)
-        requested = fleetize_requests(sim)
+        recorded = recorded_fleetize_calls(postgres)
         poller = bridge.pollers["fz"]
         polls = poller.health.polls
         poller.request_poll()
-        await until(lambda: fleetize_requests(sim) > requested)
+        # The call is recorded before it leaves: then it is on its way, for 2 s.
+        try:
+            await until(lambda: recorded_fleetize_calls(postgres) > recorded)
+        except TimeoutError:
+            raise AssertionError(f"no FLEETIZE call: {poller.health}") from None
         postgres.stop("immediate")
         tally.injected("store cut mid-poll")
         await poller.wait_polls(polls + 1, timeout=30)
