@@ -10,6 +10,7 @@ example points at a broker on another host, the test's Mosquitto.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -65,6 +66,50 @@ async def cmd_pip_install(_: Path, __: Mosquitto, ___: Recorder) -> None:
                   "--disable-pip-version-check", ".[daemon]"])  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fleet-telematics-bridge" in result.stdout.replace("_", "-")
+
+
+async def cmd_pip_install_postgres(_: Path, __: Mosquitto, ___: Recorder) -> None:
+    result = run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
+                  "--disable-pip-version-check", ".[daemon,postgres]"])  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fleet-telematics-bridge" in result.stdout.replace("_", "-")
+
+
+async def cmd_migrate_store(tmp: Path, _: Mosquitto, __: Recorder) -> None:
+    """docs/scaling.md: an existing SQLite store copied into PostgreSQL (the
+    test's own server), with the README's config plus `store.url`."""
+    import psycopg
+
+    from bridge.store import SqliteStore
+    from tests.support.postgres import Postgres
+
+    if os.geteuid() == 0:
+        # The server runs as its service user: it must reach its data.
+        for parent in [tmp, *tmp.parents]:
+            if str(parent) in ("/", "/tmp"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o111)
+    server = Postgres(tmp / "pg")
+    server.init()
+    server.start()
+    try:
+        server.create_database()
+        config = minimal_config(tmp, None, None)
+        sqlite = tmp / "fleet-bridge.sqlite"
+        async with SqliteStore(sqlite) as store:
+            await store.save_poll("fleet", {"cursor": "c-1"}, [])
+        config.write_text(config.read_text() + f"store:\n  path: {sqlite}\n  url: {server.url}\n")
+        result = run(
+            [*FLEET_BRIDGE, "migrate-store", "--config", str(config)],
+            env={"MQTT_PASSWORD": "x", "PATH": ""},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "checkpoint: 1 row(s)" in result.stdout
+        with psycopg.connect(server.url) as db:
+            rows = db.execute("SELECT account, key, value FROM checkpoint").fetchall()
+        assert rows == [("fleet", "cursor", "c-1")]
+    finally:
+        server.stop("immediate")
 
 
 async def cmd_version(_: Path, __: Mosquitto, ___: Recorder) -> None:
@@ -233,6 +278,8 @@ async def cmd_dashboard_curl(tmp: Path, mosquitto: Mosquitto, recorder: Recorder
 RUNNERS = {
     DASHBOARD_CURL: cmd_dashboard_curl,
     "pip install '.[daemon]'": cmd_pip_install,
+    "pip install '.[daemon,postgres]'": cmd_pip_install_postgres,
+    "fleet-bridge migrate-store --config config.yaml": cmd_migrate_store,
     "fleet-bridge demo": cmd_demo,
     "fleet-bridge --version": cmd_version,
     "fleet-bridge check-config config.yaml": cmd_check_config,
