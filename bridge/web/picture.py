@@ -130,10 +130,11 @@ def this_instance(config: BridgeConfig) -> str:
 
 
 def account_holders(bridge: Bridge) -> dict[str, str]:
-    """The instance holding each account.
+    """The instance holding each account this dashboard shows.
 
-    The one seam for several instances sharing a store: today every account
-    is this instance's. With several instances (issue 12, PostgreSQL), the
-    store's account leases answer here, and the dashboard shows it as it is."""
-    instance = this_instance(bridge.config)
+    Alone, every account is this instance's. With several instances on one
+    PostgreSQL (docs/scaling.md), each dashboard shows the accounts its own
+    instance holds now, named by the instance id its leases carry."""
+    cluster = bridge.cluster
+    instance = cluster.instance if cluster is not None else this_instance(bridge.config)
     return dict.fromkeys(bridge.pollers, instance)
