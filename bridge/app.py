@@ -276,7 +276,11 @@ class Bridge:
             if self.link.connected.is_set():
                 await self.publisher.account_connected(account)
                 self._health_changed(self.pollers[account])
-        self._spawn(self.commander.resume(accounts))
+        self._spawn(self._resume_unit(accounts))
+
+    async def _resume_unit(self, accounts: tuple[str, ...]) -> None:
+        await self.link.connected.wait()
+        await self.commander.resume(accounts)
 
     async def _released(self, unit: str) -> None:
         """Another instance holds the unit now (or will): stop its pollers first,
@@ -465,6 +469,8 @@ class Bridge:
             self._spawn(self.commander.set(*target, payload))
 
     async def _resume_commands(self) -> None:
+        if self.cluster is not None:
+            return  # each unit's commands are resumed by whoever takes it (_gained)
         # Answers go out on MQTT: wait for the broker before finishing anything.
         await self.link.connected.wait()
         await self.commander.resume()
