@@ -122,7 +122,7 @@ async def test_a_restart_remembers_the_shared_spacing(
     await set_up(hass, south)
     assert fleetize_calls(sim) == 1  # the other entry's call 20 s ago holds the address
     assert threshold_errors(sim) == 0
-    sim.clock.advance(40)
+    sim.clock.advance(41)  # the minute and the spacing's margin
     await coordinator_of(south).async_refresh()
     assert fleetize_calls(sim) == 2
     assert threshold_errors(sim) == 0
