@@ -158,6 +158,17 @@ def all_held_by(recorder: Recorder, pids: list[int]) -> bool:
     )
 
 
+def settled(recorder: Recorder, pids: list[int]) -> bool:
+    """Every account held by an instance alive, and every instance alive holding
+    its share: the moment a kill takes something away. (Killing an instance that
+    has not yet taken its share proves nothing, and under load, a test that does
+    not wait for this kills eight newcomers in a second, with no instance left
+    subscribed to hear the commands sent meanwhile.)"""
+    return all_held_by(recorder, pids) and {
+        pid_of(owner or "") for owner in holders(recorder).values()
+    } == set(pids)
+
+
 def answers(recorder: Recorder) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     for message in recorder.messages:
@@ -216,8 +227,7 @@ async def test_three_instances_killed_one_by_one_lose_and_double_nothing(
             fleet.start()
         await recorder.wait_for(
             lambda: (
-                all_held_by(recorder, fleet.pids)
-                and len(cluster(recorder).get("instances", {})) == 3
+                settled(recorder, fleet.pids) and len(cluster(recorder).get("instances", {})) == 3
             ),
             timeout=60,
         )
@@ -259,6 +269,7 @@ async def test_three_instances_killed_one_by_one_lose_and_double_nothing(
                 fleet.start()
                 await recorder.wait_for(lambda: all_held_by(recorder, fleet.pids), timeout=60)
                 takeovers.append(time.monotonic() - killed_at)
+                await recorder.wait_for(lambda: settled(recorder, fleet.pids), timeout=60)
         try:
             await recorder.wait_for(lambda: set(answers(recorder)) >= set(sent), timeout=120)
             # The five accounts behind one address take turns on the spacing, by
