@@ -159,7 +159,7 @@ def config_text(
     lines = [
         f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, client_id: bench, discovery: false}}",
         f"store: {store}",
-        "log_level: warning",
+        "log_level: info",
         "accounts:",
     ]
     for i, token in enumerate(creds["samsara"]):
@@ -262,6 +262,16 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def first_states(watcher: Watcher, since: float) -> None:
+    try:
+        await wait_until(lambda: watcher.polled >= watcher.accounts, 600, "first states")
+    except TimeoutError:
+        missing = sorted(watcher.accounts - watcher.polled)
+        raise TimeoutError(
+            f"no states after {time.monotonic() - since:.0f} s from {missing}"
+        ) from None
 
 
 def start_instance(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -384,9 +394,8 @@ async def baseline(
     )
     bridge = start_instance(config, work / "sqlite.log")
     try:
-        await wait_until(
-            lambda: watcher.polled >= set(watcher.accounts), 180, "every account's first states"
-        )
+        await first_states(watcher, t_start := time.monotonic())
+        print(f"sqlite: every account published {time.monotonic() - t_start:.0f} s after start")
         cpu0, updates0, t0 = cpu_seconds(bridge.pid), watcher.updates, time.monotonic()
         await asyncio.sleep(args.baseline)  # a fixed window of work, measured
         cpu, updates = cpu_seconds(bridge.pid) - cpu0, watcher.updates - updates0
@@ -433,9 +442,7 @@ async def instances(
     cpu_done = 0.0
     try:
         await wait_until(all_held, 180, "three instances holding every account")
-        await wait_until(
-            lambda: watcher.polled >= set(watcher.accounts), 180, "every account's first states"
-        )
+        await first_states(watcher, time.monotonic())
         # The steady state first, as long as the SQLite window and with no kill:
         # what the store costs, apart from what restarting instances costs.
         s0, u0, g0 = time.monotonic(), watcher.updates, postgres_cpu(pg)

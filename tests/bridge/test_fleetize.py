@@ -77,6 +77,28 @@ def test_lenient_json_reads_the_documented_example() -> None:
     assert loads_lenient('[{"a": "x,}", "b": ",,"},]') == [{"a": "x,}", "b": ",,"}]
 
 
+def test_a_large_quirky_answer_reads_whole() -> None:
+    # 2,000 devices with every quirk at every comma (doubled, trailing, after an
+    # opener, no-break spaces around it), some 160 KB: it reads like the clean
+    # JSON. (This once took about a minute at 1,000 vehicles, the event loop held:
+    # the parser looked at the whole rest of the answer at every comma.)
+    clean = [
+        {"device_id": i, "name": f"Truck {i}, bay {i % 7}", "tags": [i, str(i)]}
+        for i in range(2000)
+    ]
+    quirky = (
+        "[\u00a0,\n"
+        + ",,\u00a0\n".join(
+            f'{{, "device_id": {i},, "name": "Truck {i}, bay {i % 7}",\u00a0'
+            f'"tags": [{i}, "{i}",],}}'
+            for i in range(2000)
+        )
+        + ",\u00a0]"
+    )
+    assert len(quirky) > 150_000
+    assert loads_lenient(quirky) == clean
+
+
 def test_locations_are_lat_lon_strings() -> None:
     assert parse_location("48.87778,9.34889") == (48.87778, 9.34889)
     assert parse_location(" 48.1 , 11.5") == (48.1, 11.5)
