@@ -37,9 +37,10 @@ Phases:
    included through the postmaster's cutime), per 1,000 updates.
 
 Figures:
-- `violations`: what the providers counted against the limits: FLEETIZE's
-  #1055 (spacing), #1056 (daily), #1002 (blocked) and its quota violations,
-  and every 429 Samsara or Metrotec served, over both phases.
+- `violations`: what the providers counted against the limits, over both
+  phases: FLEETIZE's quota violations (each a #1055 or #1056 it answered), its
+  #1002 (token blocked), and every 429 Samsara or Metrotec served. Printed per
+  phase and by kind above the last line.
 - `duplicates`: Metrotec tasks created more than once for one order_ref, and
   transactions answered with two different answers.
 - `lost`: commands sent and never answered (after a grace of two minutes).
@@ -367,6 +368,7 @@ async def main(args: argparse.Namespace) -> None:
         watcher.start()
         try:
             sqlite = await baseline(args, work, sim, mosquitto, creds, passwords, watcher)
+            print(f"sqlite: violations by kind {sim.violations()}")
             watcher.polled.clear()
             cluster = await instances(
                 args, work, sim, mosquitto, pg, creds, passwords, watcher, rng
@@ -577,9 +579,14 @@ def report(
         f" ({per_bridges:.3f} in the bridges); PostgreSQL through the day's kills and"
         f" restarts {per_day:.3f} s"
     )
+    counted = sum(
+        violations[kind]
+        for kind in ("fleetize_violations", "fleetize_1002", "samsara_429", "metrotec_429")
+    )
     print(
         f"instances=3 accounts={args.accounts} vehicles={len(watcher.last)}"
-        f" violations={sum(violations.values())} duplicates={cluster['duplicates']}"
+        f" violations={counted}"
+        f" duplicates={cluster['duplicates']}"
         f" lost={cluster['lost']} takeover_p99_s={p99(takeovers):.1f}"
         f" cpu_ratio={per_pg / per_sqlite:.2f} cpu_ratio_bridges={per_bridges / per_sqlite:.2f}"
         f" cpu_ratio_day={per_day / per_sqlite:.2f}"

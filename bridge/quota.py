@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "DEFAULT_EGRESS",
@@ -68,6 +69,8 @@ from zoneinfo import ZoneInfo
 
 from bridge.errors import QuotaExhaustedError
 from bridge.model import Priority, format_time, utc_now
+
+_LOGGER = logging.getLogger(__name__)
 
 #: The egress of an account that names none: one shared address, as most
 #: installations have (every FLEETIZE account of the process shares its spacing).
@@ -344,6 +347,17 @@ class QuotaLedger(Protocol):
         ...
 
 
+@runtime_checkable
+class Restamping(Protocol):
+    """A ledger that can move a recorded call to a later time (the moment its
+    answer came): a spacing then counts from when the provider surely had the
+    request, not from when it was recorded, before it left."""
+
+    async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+        """`call`, recorded under `scopes`, counts from `at` on (later, never earlier)."""
+        ...
+
+
 #: The name the Home Assistant integration's flows still use.
 CallLedger = QuotaLedger
 
@@ -390,6 +404,15 @@ class MemoryLedger:
 
     async def adopt(self, account: str, scopes: Collection[str]) -> None:
         return None
+
+    async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+        later = replace(call, at=at)
+        for scope in scopes:
+            calls = self.calls.get(scope, [])
+            if call in calls:
+                calls.remove(call)
+                calls.append(later)
+                calls.sort(key=_at)
 
 
 def count_calls(calls: Iterable[Call], tally: Tally) -> Counted:
@@ -580,11 +603,12 @@ class Quota:
         now = self._now()
         return self._decide(self._cached_view(endpoint, now), endpoint, priority, now, False)
 
-    async def acquire(self, endpoint: str, priority: Priority = Priority.POLL) -> None:
+    async def acquire(self, endpoint: str, priority: Priority = Priority.POLL) -> Call:
         """Record a call about to be made, or raise `QuotaExhaustedError`.
 
         Write-ahead: the call is in the ledger before the request leaves, so it
-        counts even if the process dies while the request is in flight."""
+        counts even if the process dies while the request is in flight. Hand
+        the call back to `completed` once the provider answered."""
         await self.load()
         now = self._now()
         call = Call(endpoint, now, self.account)
@@ -605,6 +629,45 @@ class Quota:
             state.turns.pop(self.account, None)
         self.calls_made += 1
         await self._prune(now)
+        return call
+
+    async def completed(self, call: Call) -> None:
+        """The provider has answered `call` (or it was given up): a spacing
+        counts from now. The provider measures between the arrivals of two
+        requests, and the ledger recorded this one before it left; what came
+        in between (a busy event loop, a wait for the store's lock, a slow
+        connection) would otherwise shorten the spacing the provider sees, and a
+        FLEETIZE call that lands a moment early is a #1055. Never raises: a
+        restamp that fails leaves the earlier stamp."""
+        now = self._now()
+        if now <= call.at:
+            return
+        keys = sorted(
+            {
+                self.scopes.key(b.scope)
+                for b in self.budgets
+                if b.kind is BudgetKind.SPACING and b.applies(call.endpoint)
+            }
+            & set(self._record_keys)
+        )
+        if not keys:
+            return
+        later = replace(call, at=now)
+        for key in keys:
+            state = self.book.state(key)
+            if call in state.calls:
+                state.calls.remove(call)
+                state.calls.append(later)
+                state.calls = deque(sorted(state.calls, key=_at))
+        if isinstance(self.ledger, Restamping):
+            try:
+                await self.ledger.restamp(call, keys, now)
+            except Exception as err:  # the call is done either way; the stamp stays
+                _LOGGER.warning(
+                    "%s: could not move a call's time in the ledger (%s)",
+                    self.account,
+                    type(err).__name__,
+                )
 
     def available(self, endpoint: str, priority: Priority = Priority.POLL) -> int:
         """How many calls to `endpoint` could be made right now, back to back."""

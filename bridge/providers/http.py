@@ -33,7 +33,7 @@ from bridge.errors import (
 )
 from bridge.model import Priority
 from bridge.providers.parse import clip
-from bridge.quota import Quota
+from bridge.quota import Call, Quota
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -160,13 +160,19 @@ class HttpClient:
         failed: ProviderError | None = None
         while True:
             try:
-                await self._acquire(endpoint, priority)
+                call = await self._acquire(endpoint, priority)
             except QuotaExhaustedError:
                 if failed is not None:
                     raise failed from None
                 raise
             try:
-                response = await self._send(method, url, all_headers, params, json_body, form)
+                try:
+                    response = await self._send(method, url, all_headers, params, json_body, form)
+                finally:
+                    if call is not None and self.quota is not None:
+                        # The provider had the request by the time it answered
+                        # (or we gave up): a spacing counts from here.
+                        await self.quota.completed(call)
             except ProviderConnectionError as err:
                 failed = err
                 if attempt + 1 >= self.retry.attempts:
@@ -211,18 +217,18 @@ class HttpClient:
                 continue
             raise ProviderError(f"{self.provider} answered HTTP {status}: {response.text()}")
 
-    async def _acquire(self, endpoint: str, priority: Priority) -> None:
+    async def _acquire(self, endpoint: str, priority: Priority) -> Call | None:
         if self.quota is None:
-            return
+            return None
         try:
-            await self.quota.acquire(endpoint, priority)
+            return await self.quota.acquire(endpoint, priority)
         except QuotaExhaustedError as err:
             if err.retry_after > self.retry.max_quota_wait:
                 raise
             # Wait once for a window about to slide; if it still says no (the
             # clock is a simulation's, or others spent it), the poller decides.
             await self.sleep(max(err.retry_after, 0.01))
-            await self.quota.acquire(endpoint, priority)
+            return await self.quota.acquire(endpoint, priority)
 
     async def _send(
         self,

@@ -544,6 +544,24 @@ class PostgresStore:
                 )
         return denial
 
+    async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+        async with self._transaction() as cur:
+            await cur.executemany(
+                "UPDATE quota_ledger SET at=%s WHERE scope=%s AND account=%s AND endpoint=%s"
+                " AND at=%s AND at<%s",
+                [
+                    (
+                        at.timestamp(),
+                        scope,
+                        call.account,
+                        call.endpoint,
+                        call.at.timestamp(),
+                        at.timestamp(),
+                    )
+                    for scope in scopes
+                ],
+            )
+
     async def save_hold(self, scope: str, hold: Hold) -> None:
         async with self._transaction() as cur:
             await cur.execute(

@@ -361,6 +361,24 @@ class SqliteStore:
                 )
         return denial
 
+    async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE quota_ledger SET at=? WHERE scope=? AND account=? AND endpoint=?"
+                " AND at=? AND at<?",
+                [
+                    (
+                        at.timestamp(),
+                        scope,
+                        call.account,
+                        call.endpoint,
+                        call.at.timestamp(),
+                        at.timestamp(),
+                    )
+                    for scope in scopes
+                ],
+            )
+
     async def save_hold(self, scope: str, hold: Hold) -> None:
         with self._transaction():
             self._db.execute(

@@ -267,6 +267,35 @@ async def test_two_processes_on_one_store_never_both_spend_the_spacing(
             await b.acquire("devicelist")
 
 
+async def test_a_spacing_counts_from_the_answer_not_from_the_record(
+    clock: Clock, tmp_path: Path
+) -> None:
+    """The provider measures between arrivals; the call was recorded before it
+    left. A request that took 5 s to leave and be answered (a busy loop, a wait
+    for the store, a slow link) moves the next call 5 s later, in this process
+    and in another on the same store: else the next one could land within the
+    spacing, a #1055."""
+    path = tmp_path / "store.sqlite"
+    with Store(path) as one, Store(path) as two:
+        book = QuotaBook(one)
+        a, b = fleetize(book, "a", clock), fleetize(book, "b", clock)
+        elsewhere = fleetize(QuotaBook(two), "c", clock)
+        for quota in (a, b, elsewhere):
+            await quota.load()
+        call = await a.acquire("devicelist")
+        clock.advance(5)
+        await a.completed(call)
+        clock.advance(GAP - 5)
+        # One spacing after the record, but not after the answer: refused.
+        denial = b.check("devicelist", Priority.COMMAND)
+        assert denial is not None
+        assert denial.available_at == call.at + timedelta(seconds=5 + GAP)
+        with pytest.raises(QuotaExhaustedError, match="spacing"):
+            await elsewhere.acquire("devicelist", Priority.COMMAND)
+        clock.advance(5)
+        await elsewhere.acquire("devicelist", Priority.COMMAND)
+
+
 async def test_a_restart_resumes_the_shared_spacing_from_the_store(
     clock: Clock, tmp_path: Path
 ) -> None:

@@ -211,6 +211,27 @@ async def test_alerts_are_claimed_once_until_delivered(store: BridgeStore) -> No
     assert await store.alerts_undelivered("depot") == []
 
 
+async def test_a_call_moved_to_when_it_was_answered_counts_from_then(store: BridgeStore) -> None:
+    call = Call("devicelist", NOW, "fz0")
+    other = Call("devicelist", NOW, "fz1")
+    for recorded in (call, other):
+        assert (
+            await store.check_and_record(
+                recorded, ["egress:x", "account:" + recorded.account], [], [], lambda _: None
+            )
+            is None
+        )
+    answered = NOW + timedelta(seconds=4)
+    await store.restamp(call, ["egress:x"], answered)
+    # Moved under the scope named, and only that call: the account's row, and
+    # another account's call of the same instant, stay where they were.
+    assert sorted(c.at for c in await store.recent("egress:x", NOW)) == [NOW, answered]
+    assert [c.at for c in await store.recent("account:fz0", NOW)] == [NOW]
+    # Never earlier.
+    await store.restamp(Call("devicelist", answered, "fz0"), ["egress:x"], NOW)
+    assert sorted(c.at for c in await store.recent("egress:x", NOW)) == [NOW, answered]
+
+
 async def test_the_quota_ledger(store: BridgeStore) -> None:
     for _ in range(3):
         assert await spend(store, "token:a", 3) is None
