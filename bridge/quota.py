@@ -450,6 +450,8 @@ class ScopeState:
     members: dict[str, Quota] = field(default_factory=dict)
     # Accounts the spacing held back, with the time each was told to come back.
     turns: dict[str, datetime] = field(default_factory=dict)
+    # Calls of this process recorded on this scope and not yet answered.
+    in_flight: set[Call] = field(default_factory=set)
     # When each account plans its next poll (the planner staggers them).
     planned: dict[str, datetime] = field(default_factory=dict)
 
@@ -631,6 +633,13 @@ class Quota:
         await self._prune(now)
         return call
 
+    def sending(self, call: Call) -> None:
+        """`call` is under way: no other call on a spacing it is recorded under
+        goes until it is answered (`completed`), since only then is it sure that
+        the provider has it."""
+        for key in self._record_keys:
+            self.book.state(key).in_flight.add(call)
+
     async def completed(self, call: Call) -> None:
         """The provider has answered `call` (or it was given up): a spacing
         counts from now. The provider measures between the arrivals of two
@@ -639,18 +648,15 @@ class Quota:
         connection) would otherwise shorten the spacing the provider sees, and a
         FLEETIZE call that lands a moment early is a #1055. Never raises: a
         restamp that fails leaves the earlier stamp."""
+        for key in self._record_keys:
+            self.book.state(key).in_flight.discard(call)
         now = self._now()
         if now <= call.at:
             return
-        keys = sorted(
-            {
-                self.scopes.key(b.scope)
-                for b in self.budgets
-                if b.kind is BudgetKind.SPACING and b.applies(call.endpoint)
-            }
-            & set(self._record_keys)
-        )
-        if not keys:
+        # Every scope it was recorded under, so that it stays one call (a
+        # window or a day only counts it a moment longer: never less safe).
+        keys = list(self._record_keys)
+        if not any(b.kind is BudgetKind.SPACING and b.applies(call.endpoint) for b in self.budgets):
             return
         later = replace(call, at=now)
         for key in keys:
@@ -844,6 +850,16 @@ class Quota:
             key = self.scopes.key(budget.scope)
             counted = view.counts[budget.tally(key, now)]
             denial = self._check_budget(budget, counted, priority, now)
+            if budget.kind is BudgetKind.SPACING and self.book.state(key).in_flight:
+                # Another call on this spacing is still under way: when it
+                # arrived is not known until it is answered, and the spacing
+                # counts from then (`completed`), a full spacing at the least.
+                waiting = Denial(
+                    f"{budget.describe()}: a call under way",
+                    now + timedelta(seconds=budget.gap),
+                )
+                if denial is None or denial.available_at < waiting.available_at:
+                    denial = waiting
             if budget.kind is BudgetKind.SPACING and priority is Priority.POLL:
                 denial = self._turn(budget, key, counted, now, denial, take_turn) or denial
             if denial is not None:

@@ -165,6 +165,8 @@ class HttpClient:
                 if failed is not None:
                     raise failed from None
                 raise
+            if call is not None and self.quota is not None:
+                self.quota.sending(call)
             try:
                 try:
                     response = await self._send(method, url, all_headers, params, json_body, form)

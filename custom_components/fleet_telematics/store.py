@@ -19,6 +19,7 @@ config flow's validation call, which the first poll must see).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -113,6 +114,11 @@ class HassLedger(MemoryLedger):
     async def prune(self, scope: str, before: datetime) -> None:
         await self.async_load()
         await super().prune(scope, before)
+        self._store.async_delay_save(self._data, SAVE_DELAY)
+
+    async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+        await self.async_load()
+        await super().restamp(call, scopes, at)
         self._store.async_delay_save(self._data, SAVE_DELAY)
 
     async def adopt(self, account: str, scopes: Collection[str]) -> None:
@@ -260,6 +266,9 @@ class AccountStore:
     async def adopt(self, account: str, scopes: Collection[str]) -> None:
         await self.ledger.adopt(account, scopes)
 
+    async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+        await self.ledger.restamp(call, scopes, at)
+
     def load_calls(self, account: str, since: datetime) -> list[Call]:
         """The calls the account made, whichever of its scopes hold them (and
         what an older version kept here, until the ledger adopts it)."""
@@ -377,6 +386,17 @@ class ValidationLedger:
 
     async def adopt(self, account: str, scopes: Collection[str]) -> None:
         return None
+
+    async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+        await self._ledger.restamp(call, scopes, at)
+        # The running entries' view moves it too.
+        later = replace(call, at=at)
+        for scope in scopes:
+            state = self._ledger.book.state(scope)
+            if call in state.calls:
+                state.calls.remove(call)
+                state.calls.append(later)
+                state.calls = deque(sorted(state.calls, key=_at))
 
     def load_calls(self, account: str, since: datetime) -> list[Call]:
         return self._ledger.load_calls(account, since)

@@ -296,6 +296,27 @@ async def test_a_spacing_counts_from_the_answer_not_from_the_record(
         await elsewhere.acquire("devicelist", Priority.COMMAND)
 
 
+async def test_no_call_on_a_spacing_while_another_is_under_way(clock: Clock) -> None:
+    """A slow answer (a big devicelist, a slow link): when the provider got the
+    request is only sure once it answered, so the next account waits for that,
+    then a full spacing."""
+    book = QuotaBook(MemoryLedger())
+    a, b = fleetize(book, "a", clock), fleetize(book, "b", clock)
+    call = await a.acquire("devicelist")
+    a.sending(call)
+    clock.advance(GAP + 10)
+    denial = b.check("devicelist", Priority.COMMAND)
+    assert denial is not None
+    assert "under way" in denial.message()
+    with pytest.raises(QuotaExhaustedError, match="under way"):
+        await b.acquire("devicelist", Priority.COMMAND)
+    await a.completed(call)
+    clock.advance(GAP - 1)
+    assert b.check("devicelist", Priority.COMMAND) is not None
+    clock.advance(1)
+    await b.acquire("devicelist", Priority.COMMAND)
+
+
 async def test_a_restart_resumes_the_shared_spacing_from_the_store(
     clock: Clock, tmp_path: Path
 ) -> None:
