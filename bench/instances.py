@@ -342,7 +342,8 @@ async def main(args: argparse.Namespace) -> None:
         f" a simulated hour is {args.hour:g} s"
     )
     with tempfile.TemporaryDirectory(prefix="bench-instances-") as tmp:
-        work = Path(tmp)
+        work = Path(args.keep or tmp)
+        os.makedirs(work, exist_ok=True)
         os.chmod(work, 0o755)  # PostgreSQL runs as its own user when this runs as root
         mosquitto = broker(work)
         pg = Postgres(work / "pg")
@@ -512,15 +513,15 @@ async def instances(
             except subprocess.TimeoutExpired:
                 process.kill()
     takeovers: list[float] = []
+    slow: list[tuple[float, str, float]] = []
     for killed_at, held in kills:
         units = {("fleetize" if a.startswith("fz") else a) for a in held}
         for unit in units:
             members = [a for a in held if (a.startswith("fz") if unit == "fleetize" else a == unit)]
             after = [t for a in members for t in sim.requests[a] if t > killed_at + 1.0]
-            if after:
-                takeovers.append(min(after) - killed_at)
-            else:
-                takeovers.append(float("inf"))
+            took = min(after) - killed_at if after else float("inf")
+            takeovers.append(took)
+            slow.append((took, unit, killed_at - t0))
     tasks = Counter(task.order_ref for task in sim.metrotec.tasks.listing(every=True))
     with watcher.lock:
         answers = {tx: watcher.answers.get(tx, []) for tx in sent}
@@ -528,6 +529,8 @@ async def instances(
         f"postgresql: 3 instances, the day, {span:.0f} s, {len(kills)} kills: {updates} updates,"
         f" {cpu_bridges:.1f} CPU s in the bridges + {cpu_pg:.1f} in PostgreSQL"
     )
+    for took, unit, at in sorted(slow, reverse=True)[:5]:
+        print(f"slow takeover: {unit} {took:.1f} s (killed {at:.0f} s into the day)")
     return {
         "steady": steady,
         "cpu_bridges": cpu_bridges,
@@ -599,5 +602,6 @@ if __name__ == "__main__":
     parser.add_argument("--vehicles", type=int, default=30_000)
     parser.add_argument("--hour", type=float, default=20.0, help="real seconds per simulated hour")
     parser.add_argument("--hours", type=int, default=24)
+    parser.add_argument("--keep", help="work in this directory and keep it (the bridges' logs)")
     parser.add_argument("--baseline", type=float, default=120.0, help="real seconds on SQLite")
     asyncio.run(main(parser.parse_args()))
