@@ -448,3 +448,25 @@ async def test_stagger_moves_a_plan_past_the_others_and_only_for_its_spacing(
     # A plan long past (beyond the grace) no longer counts.
     clock.advance(100.0 + QuotaBook.TURN_GRACE.total_seconds() + 1)
     assert b.stagger("x", 1.0) == 1.0
+
+
+async def test_accounts_without_scopes_share_nothing(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    budgets = (Budget("spacing", BudgetKind.SPACING, period=60.0),)
+    a = Quota("a", budgets, book, now=clock)
+    b = Quota("b", budgets, book, now=clock)
+    await a.acquire("x")
+    await b.acquire("x")
+    assert a.shared_with(budgets[0]) == ["a"]
+    await refused(a)
+
+
+async def test_checking_does_not_take_a_place_in_line(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    a, b = sharing(book, ["a", "b"], clock)
+    await a.acquire("x")
+    # b only asks (the planner does): a, asking again, is behind no one.
+    assert b.check("x") is not None
+    error = await refusal(a)
+    assert "next in line" in str(error)
+    assert error.retry_after == pytest.approx(GAP)
