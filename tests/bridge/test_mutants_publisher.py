@@ -162,7 +162,7 @@ async def test_a_removed_vehicle_leaves_nothing_retained() -> None:
     await pub.vehicles_changed("a", [state("1"), state("2")])
     await pub.discovery_settled(5)
     sink.take()
-    await pub.vehicles_removed("a", ["1", "unknown"])
+    await pub.vehicles_removed("a", ["unknown", "1"])
     sent = by_topic(sink.sent)
     assert set(sent) == {*entity_configs("1"), "fleet/a/1", "fleet/a/1/availability"}
     assert all(value == (b"", True) for value in sent.values())
