@@ -157,7 +157,8 @@ async def test_a_refusal_names_every_endpoint_of_its_budget(clock: Clock) -> Non
     assert "pair (1 calls per 10 s on a, b)" in await refused(quota, "b")
     unscoped = Quota("u", (Budget("all", BudgetKind.SPACING, period=5.0),), MemoryLedger())
     await unscoped.acquire("a")
-    assert "all (one call per 5 s) is used up" in await refused(unscoped, "b")
+    message = await refused(unscoped, "b")
+    assert "all (one call per 5 s) is used up until 20" in message
 
 
 async def test_an_overridden_endpoint_list_narrows_the_budget(clock: Clock) -> None:
@@ -263,6 +264,10 @@ async def test_calls_left_today_keeps_the_reserve_only_from_polls(clock: Clock) 
     assert quota.calls_left_today(Priority.COMMAND) == 10
     assert quota.available("x") == 8
     assert quota.available("x", Priority.COMMAND) == 10
+    for _ in range(8):
+        await quota.acquire("x")
+    assert quota.check("x") is not None
+    assert quota.check("x", Priority.COMMAND) is None
     assert quota.usage()["daily"]["reserve"] == 2
 
 
@@ -282,6 +287,10 @@ async def test_available_counts_the_calls_that_could_go_back_to_back(clock: Cloc
     assert quota.available("slow") == 0
     assert quota.check("slow") is not None
     assert quota.check("fast") is None
+    # The tightest budget counts, whichever comes first.
+    reversed_order = Quota("r", budgets[::-1], MemoryLedger(), now=clock)
+    assert reversed_order.available("slow") == 1
+    assert reversed_order.daily_sharers() == 1
     unlimited = Quota("u", (), MemoryLedger(), now=clock)
     assert unlimited.available("x") >= 10**6
 
@@ -310,6 +319,15 @@ async def test_a_hold_on_the_egress_stops_every_account_behind_it(clock: Clock) 
     assert b.available("x") == 0
     await other.acquire("x")
     clock.advance(60)
+    await b.acquire("x")
+
+
+async def test_a_hold_by_default_holds_only_the_token(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    window = Budget("w", BudgetKind.WINDOW, limit=5, period=60.0)
+    a, b = sharing(book, ["a", "b"], clock, window)
+    await a.hold(60, "429")
+    assert "hold (429)" in await refused(a)
     await b.acquire("x")
 
 
@@ -412,6 +430,10 @@ async def test_an_account_that_leaves_gives_up_its_share_and_its_place(clock: Cl
     assert "next in line" in str(error)
     assert error.retry_after == pytest.approx(GAP)
     assert c.min_spacing("other") == pytest.approx(2 * GAP)
+    # Nor do b's plans move the others'.
+    assert b.stagger("x", 200.0) == 200.0
+    b.close()
+    assert a.stagger("x", 210.0) == 210.0
 
 
 async def test_a_forgotten_account_no_longer_staggers_the_others(clock: Clock) -> None:
@@ -423,7 +445,8 @@ async def test_a_forgotten_account_no_longer_staggers_the_others(clock: Clock) -
     book.forget("b")
     assert a.min_spacing("x") == pytest.approx(2 * GAP)
     assert a.stagger("x", 10.0) == 10.0
-    error = await refusal(c)
+    assert c.stagger("x", 100.0) == 100.0
+    error = await refusal(a)
     assert "next in line" in str(error)
     assert error.retry_after == pytest.approx(GAP)
 
@@ -443,11 +466,40 @@ async def test_stagger_moves_a_plan_past_the_others_and_only_for_its_spacing(
     assert b.stagger("x", 100.0 - budget.gap) == pytest.approx(100.0 - budget.gap)
     assert b.stagger("x", 100.0 + budget.gap) == pytest.approx(100.0 + budget.gap)
     # Another endpoint is not spaced: not moved.
+    assert b.stagger("x", 101.0 - 2 * budget.gap) == pytest.approx(101.0 - 2 * budget.gap)
     assert b.stagger("y", 101.0) == 101.0
     assert b.min_spacing("y") == 0.0
-    # A plan long past (beyond the grace) no longer counts.
-    clock.advance(100.0 + QuotaBook.TURN_GRACE.total_seconds() + 1)
-    assert b.stagger("x", 1.0) == 1.0
+    assert b.min_spacing("x") == pytest.approx(2 * budget.gap)
+    # A plan just past still counts for the grace, to its end; after it, no more.
+    clock.advance(100.0 + QuotaBook.TURN_GRACE.total_seconds())
+    grace = QuotaBook.TURN_GRACE.total_seconds()
+    assert b.stagger("x", 0.0) == pytest.approx(budget.gap - grace)
+    clock.advance(budget.gap + 1.0)
+    assert a.stagger("x", 1.0) == 1.0
+
+
+async def test_plans_due_within_seconds_are_staggered_too(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    a, b = sharing(book, ["a", "b"], clock)
+    assert a.stagger("x", 1.0) == 1.0
+    assert b.stagger("x", 2.0) == pytest.approx(1.0 + GAP)
+
+
+async def test_plans_on_other_egresses_do_not_stagger_each_other(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    a, _c = sharing(book, ["a", "c"], clock, egress="one")
+    b, _d = sharing(book, ["b", "d"], clock, egress="two")
+    assert a.stagger("x", 100.0) == 100.0
+    assert b.stagger("x", 130.0) == 130.0
+
+
+async def test_an_unshared_spacing_does_not_hide_a_shared_one(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    own = Budget("own", BudgetKind.SPACING, period=10.0, scope=Scope.TOKEN)
+    budgets = (own, SPACING)
+    a, b = (book.quota(n, budgets, Scopes.of("fleetize", f"token-{n}"), now=clock) for n in "ab")
+    assert a.stagger("x", 100.0) == 100.0
+    assert b.stagger("x", 130.0) == pytest.approx(100.0 + GAP)
 
 
 async def test_accounts_without_scopes_share_nothing(clock: Clock) -> None:
