@@ -259,7 +259,9 @@ async def test_seeded_states_are_shown_on_connect_and_not_sent_twice() -> None:
     assert sink.sent == []
     assert set(pub.states("a")) == {"1"}
     await pub.connected()
-    assert set(by_topic(sink.take())) == {"fleet/a/1", "fleet/a/1/availability"}
+    sent = by_topic(sink.take())
+    assert set(sent) == {"fleet/a/1", "fleet/a/1/availability"}
+    assert json.loads(sent["fleet/a/1"][0])["latitude"] == 59.43
     assert await pub.vehicles_changed("a", [state("1")]) == 0
     assert sink.sent == []
 
@@ -400,3 +402,53 @@ async def test_discovery_beyond_the_burst_goes_at_the_pace_states_at_once() -> N
         assert entity_configs(str(n)) <= set(configs(sink.sent))
     assert sum(time.slept) == pytest.approx(4.0, abs=1.01)
     assert sink.sent[-1] == ("fleet/bridge/discovery", b'{"mode":"entity"}', True)
+
+
+async def test_an_account_taken_over_while_offline_shows_its_vehicles_offline() -> None:
+    sink = Sink()
+    pub = publisher(sink)
+    pub.seed("a", [state("1")])
+    await pub.set_account_available("a", False)
+    await pub.account_connected("a")
+    await pub.discovery_settled(5)
+    sent = by_topic(sink.take())
+    assert sent["fleet/a/1/availability"] == ("offline", True)
+    assert sent["fleet/a/1"][1] is True
+    assert json.loads(sent["fleet/a/1"][0])["latitude"] == 59.43
+    # Its discovery went out: a move sends the state alone.
+    await pub.vehicles_changed("a", [state("1", latitude=59.5)])
+    await pub.discovery_settled(5)
+    assert [t for t, _p, _r in sink.take()] == ["fleet/a/1"]
+
+
+async def test_a_device_form_bridge_clears_the_entity_form_it_finds() -> None:
+    sink = Sink()
+    pub = publisher(sink, discovery_mode="device")
+    await pub.vehicles_changed("a", [state("1")])
+    await pub.discovery_settled(5)
+    sink.take()
+    await pub.discovery_marker(b'{"mode":"entity"}')
+    await pub.discovery_settled(5)
+    sent = sink.take()
+    for topic in entity_configs("1"):
+        assert (topic, b"", True) in sent
+    assert by_topic(sent)[vehicle_discovery_topic(TOPICS, "a", "1")][0] != b""
+    assert sent[-1] == ("fleet/bridge/discovery", b'{"mode":"device"}', True)
+
+
+async def test_an_account_handed_over_mid_clearing_leaves_the_others_queued() -> None:
+    sink = Sink()
+    pub = publisher(sink)
+    pub.register_account("b", "telemax", CAPS)
+    await pub.vehicles_changed("a", [state("1")])
+    await pub.vehicles_changed("b", [state("2")])
+    await pub.discovery_settled(5)
+    sink.take()
+    await pub.discovery_marker(b'{"mode":"device"}')
+    pub.unregister_account("b")
+    pub.unregister_account("never-registered")
+    await pub.discovery_settled(5)
+    sent = sink.take()
+    assert (vehicle_discovery_topic(TOPICS, "a", "1"), b"", True) in sent
+    assert entity_configs("1") <= set(configs(sent))
+    assert not any("fleet_b" in t or "/b/" in t for t, _p, _r in sent)
