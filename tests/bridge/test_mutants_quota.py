@@ -522,3 +522,23 @@ async def test_checking_does_not_take_a_place_in_line(clock: Clock) -> None:
     error = await refusal(a)
     assert "next in line" in str(error)
     assert error.retry_after == pytest.approx(GAP)
+
+
+async def test_only_accounts_with_a_spacing_on_the_egress_share_it(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    (a,) = sharing(book, ["a"], clock)
+    # b is behind the same egress, with a spacing of its own token only.
+    own = Budget("own", BudgetKind.SPACING, period=10.0, scope=Scope.TOKEN)
+    window = Budget("w", BudgetKind.WINDOW, limit=5, period=60.0)
+    book.quota("b", (own, window), Scopes.of("fleetize", "token-b"), now=clock)
+    assert a.shared_with(SPACING) == ["a"]
+    assert a.min_spacing("x") == pytest.approx(GAP)
+
+
+async def test_a_command_skips_the_line_on_a_shared_spacing(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    a, b = sharing(book, ["a", "b"], clock)
+    await a.acquire("x")
+    await refused(b)  # b's poll waits in line for the next slot
+    clock.advance(GAP)
+    await a.acquire("x", Priority.COMMAND)
