@@ -246,6 +246,7 @@ async def test_a_reconnection_sends_everything_kept_while_the_broker_was_away() 
     sent = by_topic(sink.sent)
     assert sent["fleet/a/1/availability"] == ("offline", True)
     assert json.loads(sent["fleet/a/1"][0])["latitude"] == 59.43
+    assert sent["fleet/a/1"][1] is True
     assert entity_configs("1") <= set(sent)
     account_node = account_device_identifier("a")
     assert any(account_node in t for t in configs(sink.sent))
