@@ -34,6 +34,7 @@ from tests.bridge.test_webhooks import (
     ts_body,
     webhooks_config,
 )
+from tests.support.mqtt import free_port
 
 HTTP_LOGGER = "bridge.webhooks.http"
 
@@ -349,3 +350,80 @@ async def test_a_failed_delivery_is_logged_naming_the_account_and_the_error(
         assert (await hooks.post(TM_PATH, TM_BODY, headers))[0] == 503
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert lines == ["Webhook au: delivering 1 alerts failed: ConnectionError"]
+
+
+# --- where it listens -------------------------------------------------------------------
+
+
+def _targets() -> dict[str, WebhookTarget]:
+    inbox = Inbox()
+    return {
+        TS_PATH: WebhookTarget(
+            "ts", "tracksafe365", TS_SECRET, tracksafe365.webhook_alerts, inbox.deliver
+        )
+    }
+
+
+async def _listens(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+@pytest.mark.parametrize(
+    ("config_host", "override", "listening", "not_listening"),
+    [
+        ("127.0.0.2", None, "127.0.0.2", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.1"),
+    ],
+)
+async def test_the_receiver_listens_on_the_host_it_is_given_or_the_configs(
+    config_host: str, override: str | None, listening: str, not_listening: str
+) -> None:
+    receiver = WebhookReceiver(webhooks_config(host=config_host), _targets(), host=override, port=0)
+    await receiver.start()
+    try:
+        assert await _listens(listening, receiver.port)
+        assert not await _listens(not_listening, receiver.port)
+    finally:
+        await receiver.stop()
+
+
+async def test_the_port_given_overrides_the_configs() -> None:
+    port = free_port()
+    receiver = WebhookReceiver(webhooks_config(host="127.0.0.1"), _targets(), port=port)
+    assert receiver.port == port
+    unstarted = WebhookReceiver(webhooks_config(port=9911), _targets())
+    assert unstarted.port == 9911
+    await receiver.start()
+    try:
+        assert receiver.port == port
+        assert await _listens("127.0.0.1", port)
+    finally:
+        await receiver.stop()
+
+
+async def test_the_receiver_writes_no_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with receiving() as hooks:
+        assert (await hooks.post("/wp-login.php", b"x"))[0] == 404
+        body = ts_body()
+        assert (await hooks.post(TS_PATH, body, {"X-TS365-Signature": sign(TS_SECRET, body)}))[
+            0
+        ] == 200
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiohttp")] == []
+
+
+def test_a_target_of_a_provider_without_a_signature_scheme_is_refused_by_path() -> None:
+    inbox = Inbox()
+    target = WebhookTarget(
+        "depot", "fleetize", "s3cret", tracksafe365.webhook_alerts, inbox.deliver
+    )
+    with pytest.raises(
+        ValueError, match=r"^webhook /hooks/depot: no signature scheme for fleetize$"
+    ):
+        WebhookReceiver(webhooks_config(), {"/hooks/depot": target})
