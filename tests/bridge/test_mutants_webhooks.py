@@ -427,3 +427,15 @@ def test_a_target_of_a_provider_without_a_signature_scheme_is_refused_by_path() 
         ValueError, match=r"^webhook /hooks/depot: no signature scheme for fleetize$"
     ):
         WebhookReceiver(webhooks_config(), {"/hooks/depot": target})
+
+
+async def test_the_receiver_says_where_it_listens_and_for_whom(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.webhooks")
+    async with receiving() as hooks:
+        port = hooks.port
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert lines == [
+        f"Webhook receiver listening on 127.0.0.1:{port} for au (/hooks/au), ts (/hooks/ts)"
+    ]
