@@ -489,6 +489,16 @@ class QuotaBook:
     ) -> Quota:
         return Quota(account, budgets, self, scopes=scopes, now=now)
 
+    def move(self, call: Call, at: datetime, keys: Iterable[str]) -> None:
+        """`call` counts from `at` in this book's view of `keys` (see
+        `Quota.completed`), kept oldest first."""
+        later = replace(call, at=at)
+        for key in keys:
+            state = self.state(key)
+            if call in state.calls:
+                state.calls.remove(call)
+                state.calls = deque(sorted([*state.calls, later], key=_at))
+
     def state(self, key: str) -> ScopeState:
         state = self._scopes.get(key)
         if state is None:
@@ -653,18 +663,12 @@ class Quota:
         now = self._now()
         if now <= call.at:
             return
+        if not any(b.kind is BudgetKind.SPACING and b.applies(call.endpoint) for b in self.budgets):
+            return
         # Every scope it was recorded under, so that it stays one call (a
         # window or a day only counts it a moment longer: never less safe).
         keys = list(self._record_keys)
-        if not any(b.kind is BudgetKind.SPACING and b.applies(call.endpoint) for b in self.budgets):
-            return
-        later = replace(call, at=now)
-        for key in keys:
-            state = self.book.state(key)
-            if call in state.calls:
-                state.calls.remove(call)
-                state.calls.append(later)
-                state.calls = deque(sorted(state.calls, key=_at))
+        self.book.move(call, now, keys)
         if isinstance(self.ledger, Restamping):
             try:
                 await self.ledger.restamp(call, keys, now)

@@ -19,7 +19,6 @@ config flow's validation call, which the first poll must see).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -390,13 +389,7 @@ class ValidationLedger:
     async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
         await self._ledger.restamp(call, scopes, at)
         # The running entries' view moves it too.
-        later = replace(call, at=at)
-        for scope in scopes:
-            state = self._ledger.book.state(scope)
-            if call in state.calls:
-                state.calls.remove(call)
-                state.calls.append(later)
-                state.calls = deque(sorted(state.calls, key=_at))
+        self._ledger.book.move(call, at, scopes)
 
     def load_calls(self, account: str, since: datetime) -> list[Call]:
         return self._ledger.load_calls(account, since)
