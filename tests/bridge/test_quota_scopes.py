@@ -3,18 +3,24 @@ in one process and across processes, with turns on a shared spacing."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from bridge.errors import QuotaExhaustedError
 from bridge.model import Priority
 from bridge.planner import Cadence, next_poll
 from bridge.providers import default_budgets
+from bridge.providers.http import HttpClient
 from bridge.quota import (
     Budget,
     BudgetKind,
@@ -374,3 +380,39 @@ def test_a_budget_scope_can_be_corrected() -> None:
     added = apply_overrides((), {"x": {"kind": "window", "limit": 1, "period": 1}})
     assert added[0].scope is Scope.TOKEN
     assert Budget("y", BudgetKind.SPACING).scope is Scope.TOKEN
+
+
+async def test_the_http_client_spaces_from_the_answer_and_holds_others_meanwhile(
+    clock: Clock,
+) -> None:
+    """Through the client the providers use: while a FLEETIZE request is on its
+    way the other account of the address may not call, and once answered (5 s
+    later here) the spacing counts from the answer."""
+    book = QuotaBook(MemoryLedger())
+    a, b = fleetize(book, "a", clock), fleetize(book, "b", clock)
+    arrived, answer = asyncio.Event(), asyncio.Event()
+
+    async def handler(_: web.Request) -> web.Response:
+        arrived.set()
+        await answer.wait()
+        clock.advance(5)
+        return web.json_response([])
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        client = HttpClient(session, "fleetize", quota=a)
+        url = URL(str(server.make_url("/v2/devicelist")))
+        request = asyncio.create_task(client.request("POST", url, endpoint="devicelist"))
+        await asyncio.wait_for(arrived.wait(), 10)
+        clock.advance(GAP + 10)
+        denial = b.check("devicelist", Priority.COMMAND)
+        assert denial is not None
+        assert "under way" in denial.message()
+        answer.set()
+        await asyncio.wait_for(request, 10)
+    answered = clock.now
+    clock.advance(1)
+    denial = b.check("devicelist", Priority.COMMAND)
+    assert denial is not None
+    assert denial.available_at == answered + timedelta(seconds=GAP)
