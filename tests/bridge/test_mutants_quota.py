@@ -23,21 +23,10 @@ from bridge.quota import (
     apply_overrides,
     endpoint_window,
 )
+from tests.support.clock import START, Clock
 
-START = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 SPACING = Budget("spacing", BudgetKind.SPACING, period=60.0, scope=Scope.EGRESS)
 GAP = SPACING.gap
-
-
-class Clock:
-    def __init__(self, start: datetime = START) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

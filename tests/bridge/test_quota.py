@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from bridge.model import Priority
 from bridge.planner import Cadence, next_poll
 from bridge.quota import Budget, BudgetKind, MemoryLedger, Quota, apply_overrides
 from bridge.store import Store
+from tests.support.clock import Clock
 
 FLEETIZE = (
     Budget("daily", BudgetKind.DAILY, limit=100, reserve=0.1),
@@ -28,17 +29,6 @@ TELEMAX = (
         reserve=0.1,
     ),
 )
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -32,22 +32,12 @@ from bridge.quota import (
     apply_overrides,
 )
 from bridge.store import Store
+from tests.support.clock import Clock
 
 FLEETIZE = apply_overrides(default_budgets("fleetize"), {}, reserve=0.1)
 # The 60 s spacing and its margin (Budget.gap): what the bridge keeps between calls.
 GAP = next(b.gap for b in FLEETIZE if b.name == "spacing")
 SAMSARA = apply_overrides(default_budgets("samsara"), {}, reserve=0.0)
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
