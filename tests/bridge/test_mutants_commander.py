@@ -1,0 +1,909 @@
+"""The command path in one process, without a broker: what each command is
+answered, what reaches the provider (the simulator), what the journal keeps and
+what is retained on MQTT. Written for what mutation testing of
+bridge/commander.py found untested (docs/mutants-webhooks-commander.md); the
+suites with Mosquitto (test_commands.py, test_hostile_commands.py) cover the
+same path end to end, at a second or more a test.
+
+The commander, the pollers, the quota and the providers' clients are the
+daemon's own; the broker is a sink of the test's own and the answers a list.
+The simulator's clock is frozen and moved by the commander's own sleeps, so a
+follow-up is decided, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.app import poller_settings
+from bridge.commander import Commander
+from bridge.config import BridgeConfig
+from bridge.errors import ProviderError, QuotaExhaustedError
+from bridge.model import CommandResult, CommandStatus
+from bridge.mqtt.commands import parse_command
+from bridge.mqtt.publisher import Message, Publisher
+from bridge.mqtt.topics import Topics
+from bridge.poller import AccountPoller
+from bridge.providers import create_provider
+from bridge.providers.metrotec import MetrotecProvider
+from bridge.quota import QuotaBook
+from bridge.simulator import SimulatorServer
+from bridge.store import JournalEntry, LeaseLostError, SqliteStore, StoreError
+
+START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+TOPICS = Topics("fleet")
+MT, SAM = "mt", "fleet"
+
+
+class Down(Exception):
+    """The broker is away."""
+
+
+class Sink:
+    """The broker: every message the publisher sends, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        self.sent.extend(messages)
+
+    def last(self, topic: str) -> tuple[dict[str, Any], bool] | None:
+        for sent, payload, retain in reversed(self.sent):
+            if sent == topic:
+                return json.loads(payload), retain
+        return None
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _payload, _retain in self.sent]
+
+
+@dataclass
+class Answer:
+    command: str
+    response: dict[str, Any]
+    key: str | None
+
+
+@dataclass
+class Desk:
+    """One commander and what it touches."""
+
+    server: SimulatorServer
+    commander: Commander
+    store: SqliteStore
+    pollers: dict[str, AccountPoller]
+    sink: Sink
+    answers: list[Answer] = field(default_factory=list)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def respond(self, command: str, response: dict[str, Any], key: str | None) -> None:
+        self.answers.append(Answer(command, response, key))
+        self.answered.set()
+
+    async def ask(self, name: str, body: dict[str, Any] | bytes) -> list[Answer]:
+        """Send one command on `fleet/bridge/request/<name>`: the answers it got."""
+        before = len(self.answers)
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        await self.commander.request(name, payload)
+        return self.answers[before:]
+
+    async def one(self, name: str, body: dict[str, Any] | bytes) -> dict[str, Any]:
+        answers = await self.ask(name, body)
+        assert len(answers) == 1, answers
+        assert answers[0].command == name
+        return answers[0].response
+
+    async def wait_answers(self, count: int) -> list[Answer]:
+        async with asyncio.timeout(10):
+            while len(self.answers) < count:
+                self.answered.clear()
+                await self.answered.wait()
+        return self.answers
+
+    async def journal(self, key: str) -> JournalEntry:
+        entry = await self.store.journal_get(key)
+        assert entry is not None, key
+        return entry
+
+    def mt(self, index: int = 0) -> str:
+        return self.server.metrotec_world.ids()[index]
+
+    def sam(self, index: int = 1) -> str:
+        return self.server.world.ids()[index]
+
+    def name(self, account: str, vehicle: str) -> str:
+        return self.pollers[account].publisher.states(account)[vehicle].name
+
+    async def settle(self) -> None:
+        """Until every follow-up of the commander has ended."""
+        async with asyncio.timeout(10):
+            while self.commander._tasks:
+                await asyncio.gather(*self.commander._tasks, return_exceptions=True)
+
+
+ALLOW_ALL = [{"accounts": ["*"], "vehicles": ["*"], "commands": ["*"]}]
+
+
+def bridge_config(server: SimulatorServer, tmp_path: Path, **commands: Any) -> BridgeConfig:
+    return BridgeConfig.model_validate(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": 1},
+            "store": {"path": str(tmp_path / "store.sqlite")},
+            "accounts": [
+                {
+                    "id": MT,
+                    "provider": "metrotec",
+                    "api_key": "demo-metrotec-key",
+                    "base_url": server.metrotec_url,
+                },
+                {
+                    "id": SAM,
+                    "provider": "samsara",
+                    "token": "demo-samsara-token",
+                    "base_url": server.samsara_url,
+                },
+            ],
+            "commands": {"allow": ALLOW_ALL, "lights_timeout": 30, **commands},
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def desk(
+    tmp_path: Path,
+    *,
+    held: Collection[str] = (MT, SAM),
+    leader: bool = True,
+    server: SimulatorServer | None = None,
+    store: SqliteStore | None = None,
+    **commands: Any,
+) -> AsyncIterator[Desk]:
+    async with contextlib.AsyncExitStack() as stack:
+        if server is None:
+            server = await stack.enter_async_context(
+                SimulatorServer(
+                    vehicles=2,
+                    metrotec_vehicles=3,
+                    fleetize_vehicles=1,
+                    telemax_vehicles=1,
+                    tracksafe365_vehicles=1,
+                    speed=0,
+                    start=START,
+                )
+            )
+        config = bridge_config(server, tmp_path, **commands)
+        if store is None:
+            store = SqliteStore(config.store.path)
+            stack.push_async_callback(store.close)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        sink = Sink()
+        publisher = Publisher(sink, TOPICS, discovery=False, unavailable=Down)
+        book = QuotaBook(store)
+        pollers: dict[str, AccountPoller] = {}
+        for account in config.accounts:
+            if account.id not in held:
+                continue
+            quota = book.quota(
+                account.id, account.budgets(), account.scopes(), now=server.clock.now
+            )
+            provider = create_provider(
+                account.provider, session, account.provider_settings(), quota
+            )
+            stack.push_async_callback(provider.close)
+            publisher.register_account(account.id, provider.name, provider.capabilities)
+            poller = AccountPoller(
+                poller_settings(account), provider, publisher, store, quota, now=server.clock.now
+            )
+            await poller.poll_once()
+            pollers[account.id] = poller
+
+        async def sleep(seconds: float) -> None:
+            server.clock.advance(seconds)
+            await asyncio.sleep(0)
+
+        made: dict[str, Any] = {}
+
+        async def respond(command: str, response: dict[str, Any], key: str | None) -> None:
+            await made["desk"].respond(command, response, key)
+
+        commander = Commander(
+            config.commands,
+            pollers,
+            store,
+            TOPICS,
+            respond,
+            redact=lambda text: text.replace("demo-metrotec-key", "**REDACTED**"),
+            now=server.clock.now,
+            sleep=sleep,
+            configured=frozenset(a.id for a in config.accounts),
+            leader=lambda: leader,
+        )
+        stack.push_async_callback(commander.close)
+        made["desk"] = Desk(server, commander, store, pollers, sink)
+        yield made["desk"]
+
+
+def error(transaction: str | None, message: str, **data: Any) -> dict[str, Any]:
+    return {"status": "error", "data": data or None, "error": message, "transaction": transaction}
+
+
+def ok(transaction: str | None, **data: Any) -> dict[str, Any]:
+    return {"status": "ok", "data": data, "error": None, "transaction": transaction}
+
+
+def task_body(desk: Desk, transaction: str, order_ref: str = "A-1", **more: Any) -> dict[str, Any]:
+    return {
+        "transaction": transaction,
+        "account": MT,
+        "vehicle": desk.mt(),
+        "order_ref": order_ref,
+        "latitude": 59.437,
+        "longitude": 24.7536,
+        "start_time": "2026-11-21T12:00:00Z",
+        "stop_time": "2026-11-21T13:00:00Z",
+        **more,
+    }
+
+
+# --- lights ---------------------------------------------------------------------------
+
+
+async def test_lights_go_pending_then_confirmed_and_the_vehicle_shows_them(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        answer = await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": vid, "state": "ON"}
+        )
+        assert answer["status"] == "ok"
+        assert answer["transaction"] == "L1"
+        assert answer["data"]["state"] == "pending"
+        entry = await d.journal(f"{MT}/L1")
+        assert (entry.command, entry.account, entry.vehicle, entry.status) == (
+            "lights",
+            MT,
+            vid,
+            "pending",
+        )
+        assert entry.handle is not None
+        lights = TOPICS.vehicle_lights(MT, vid)
+        assert d.sink.last(lights) == (
+            {"status": "pending", "requested": "ON", "at": "2026-11-21T10:00:00Z", "error": None},
+            True,
+        )
+        await d.settle()
+        confirmed = d.sink.last(lights)
+        assert confirmed is not None
+        assert confirmed[0]["status"] == "confirmed"
+        assert confirmed[0]["requested"] == "ON"
+        assert confirmed[0]["error"] is None
+        assert confirmed[1] is True
+        assert confirmed[0]["at"] > "2026-11-21T10:00:00Z"  # when it was confirmed
+        assert (await d.journal(f"{MT}/L1")).status == "confirmed"
+        assert d.server.metrotec.lights_on(vid) is True
+        state = d.sink.last(TOPICS.vehicle_state(MT, vid))
+        assert state is not None
+        assert state[0]["lights_on"] is True
+        assert d.pollers[MT].publisher.states(MT)[vid].lights_on is True
+        assert d.commander.retained[lights]["status"] == "confirmed"
+        # Followed up every 5 s: the device handles it 20 s after the request.
+        assert d.server.clock.now() == datetime(2026, 11, 21, 10, 0, 20, tzinfo=UTC)
+
+
+async def test_lights_off_are_asked_for_off(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt(1)
+        await d.one("lights", {"transaction": "L1", "account": MT, "vehicle": vid, "state": "ON"})
+        await d.settle()
+        await d.one("lights", {"transaction": "L2", "account": MT, "vehicle": vid, "state": "OFF"})
+        await d.settle()
+        assert d.server.metrotec.lights_on(vid) is False
+        last = d.sink.last(TOPICS.vehicle_lights(MT, vid))
+        assert last is not None
+        assert last[0]["requested"] == "OFF"
+        assert d.pollers[MT].publisher.states(MT)[vid].lights_on is False
+
+
+async def test_lights_never_confirmed_fail_after_the_timeout_and_say_so(tmp_path: Path) -> None:
+    async with desk(tmp_path, lights_timeout=12) as d:
+        vid = d.mt()
+        d.server.metrotec.events.handle_delay_s = 3600  # the device never gets to it
+        await d.one("lights", {"transaction": "L1", "account": MT, "vehicle": vid, "state": "ON"})
+        await d.settle()
+        last = d.sink.last(TOPICS.vehicle_lights(MT, vid))
+        assert last is not None
+        assert last[0]["status"] == "failed"
+        assert last[0]["error"] == "the provider did not confirm within 12 s"
+        assert (await d.journal(f"{MT}/L1")).status == "failed"
+        assert d.pollers[MT].publisher.states(MT)[vid].lights_on is None
+        # Asked at 5 and 10 s; 15 s is past the deadline: no third ask.
+        assert d.server.clock.now() == datetime(2026, 11, 21, 10, 0, 15, tzinfo=UTC)
+
+
+async def test_a_follow_up_that_fails_once_asks_again(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        await d.one("lights", {"transaction": "L1", "account": MT, "vehicle": vid, "state": "ON"})
+        d.server.metrotec.fail_next(2, status=500)
+        await d.settle()
+        last = d.sink.last(TOPICS.vehicle_lights(MT, vid))
+        assert last is not None
+        assert last[0]["status"] == "confirmed"
+
+
+async def test_a_lights_command_by_the_vehicles_name(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt(2)
+        name = d.name(MT, vid)
+        answer = await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": name, "state": "ON"}
+        )
+        assert answer["status"] == "ok"
+        assert (await d.journal(f"{MT}/L1")).vehicle == vid
+        await d.settle()
+        assert d.server.metrotec.lights_on(vid) is True
+        # The retained topics are the vehicle's, not its name's.
+        assert d.sink.last(TOPICS.vehicle_lights(MT, vid)) is not None
+        assert d.sink.last(TOPICS.vehicle_lights(MT, name)) is None
+
+
+# --- snapshots ------------------------------------------------------------------------
+
+
+async def test_a_snapshot_ends_with_its_url_on_both_topics(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.sam()
+        answer = await d.one(
+            "snapshot", {"transaction": "S1", "account": SAM, "vehicle": vid, "camera": "driver"}
+        )
+        assert answer["status"] == "ok"
+        assert answer["data"]["state"] == "pending"
+        snapshot = TOPICS.vehicle_snapshot(SAM, vid)
+        first = d.sink.last(snapshot)
+        assert first == (
+            {
+                "status": "pending",
+                "camera": "driver",
+                "url": None,
+                "at": "2026-11-21T10:00:00Z",
+                "error": None,
+            },
+            True,
+        )
+        assert d.sink.last(f"{snapshot}/url") is None  # never a pending or empty URL
+        await d.settle()
+        done = d.sink.last(snapshot)
+        assert done is not None
+        assert done[0]["status"] == "confirmed"
+        url = done[0]["url"]
+        assert url.startswith(d.server.samsara_url)
+        assert d.sink.last(f"{snapshot}/url") == ({"url": url}, True)
+        assert d.commander.retained[f"{snapshot}/url"] == {"url": url}
+        assert (await d.journal(f"{SAM}/S1")).status == "confirmed"
+        # Followed up every 3 s: ready 30 s after the request.
+        assert d.server.clock.now() == datetime(2026, 11, 21, 10, 0, 30, tzinfo=UTC)
+
+
+async def test_a_snapshot_not_ready_in_time_fails(tmp_path: Path) -> None:
+    async with desk(tmp_path, snapshot_timeout=10) as d:
+        vid = d.sam()
+        await d.one("snapshot", {"transaction": "S1", "account": SAM, "vehicle": vid})
+        await d.settle()
+        done = d.sink.last(TOPICS.vehicle_snapshot(SAM, vid))
+        assert done is not None
+        assert done[0]["status"] == "failed"
+        assert done[0]["camera"] == "road"
+        assert done[0]["error"] == "the provider did not confirm within 10 s"
+        assert d.sink.last(f"{TOPICS.vehicle_snapshot(SAM, vid)}/url") is None
+
+
+# --- tasks ----------------------------------------------------------------------------
+
+
+async def test_a_task_is_created_once_per_order_ref_and_each_delivery_keeps_its_id(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path) as d:
+        body = task_body(d, "T1", description="Deliver pallets", contact_name="Mari")
+        first = await d.one("task/create", body)
+        assert first["status"] == "ok"
+        assert first["transaction"] == "T1"
+        assert first["data"]["state"] == "confirmed"
+        tasks = list(d.server.metrotec.tasks)
+        assert len(tasks) == 1
+        assert d.pollers[MT]._wake.is_set()  # the active-tasks sensor follows at the next poll
+        again = await d.one("task/create", {**body, "transaction": "T2"})
+        assert again == {**first, "transaction": "T2"}
+        same = await d.one("task/create", body)
+        assert same == first
+        assert len(list(d.server.metrotec.tasks)) == 1
+        entry = await d.journal(f"{MT}/T1")
+        assert (entry.order_ref, entry.status, entry.vehicle) == ("A-1", "confirmed", d.mt())
+        assert await d.store.journal_get(f"{MT}/T2") is None
+
+
+async def test_a_task_update_changes_the_task(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        await d.one("task/create", task_body(d, "T1"))
+        answer = await d.one(
+            "task/update",
+            {
+                "transaction": "U1",
+                "account": MT,
+                "order_ref": "A-1",
+                "status": "cancelled",
+                "description": "not needed",
+            },
+        )
+        assert answer["status"] == "ok", answer
+        assert answer["data"]["state"] == "confirmed"
+        (task,) = list(d.server.metrotec.tasks)
+        assert task.task_description == "not needed"
+        missing = await d.one(
+            "task/update",
+            {"transaction": "U2", "account": MT, "order_ref": "nope", "status": "cancelled"},
+        )
+        assert missing["status"] == "error"
+        assert "nope" in missing["error"]
+        assert (await d.journal(f"{MT}/U2")).status == "failed"
+
+
+# --- refusals -------------------------------------------------------------------------
+
+
+async def test_each_refusal_names_its_field(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        long = "x" * 100  # a vehicle reference may be long; an account id is 64 at most
+        cases: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            (
+                "lights",
+                {"transaction": "R1", "account": "nope", "vehicle": vid, "state": "ON"},
+                error("R1", "account: unknown account 'nope'", field="account"),
+            ),
+            (
+                "lights",
+                {"transaction": "R2", "account": MT, "vehicle": long, "state": "ON"},
+                error(
+                    "R2",
+                    f"vehicle: unknown vehicle '{'x' * 64}' in account 'mt'",
+                    field="vehicle",
+                ),
+            ),
+            (
+                "lights",
+                {"transaction": "R3", "account": SAM, "vehicle": d.sam(), "state": "ON"},
+                error("R3", "command: samsara cannot do 'lights'", field="command"),
+            ),
+            (
+                "snapshot",
+                {"transaction": "R4", "account": MT, "vehicle": vid},
+                error("R4", "command: metrotec cannot do 'snapshot'", field="command"),
+            ),
+            (
+                "lights",
+                {"transaction": "R5", "account": MT, "vehicle": vid, "state": "on!"},
+                error("R5", "state: input should be 'ON' or 'OFF'", field="state"),
+            ),
+        ]
+        for name, body, expected in cases:
+            assert await d.one(name, body) == expected, body
+        assert [e.key for e in await d.store.journal_open()] == []
+        assert list(d.server.metrotec.tasks) == []
+        assert d.server.metrotec.lights_on(vid) is False
+
+
+async def test_commands_allow_by_name_id_and_group(tmp_path: Path) -> None:
+    async with desk(tmp_path) as probe:
+        ids = [probe.mt(i) for i in range(3)]
+        names = [probe.name(MT, vid) for vid in ids]
+    allow = [
+        {"accounts": [MT], "vehicles": [names[0]], "commands": ["lights"]},
+        {"accounts": [MT], "vehicles": ["group:yard"], "commands": ["lights"]},
+        {"accounts": [MT], "vehicles": ["*"], "commands": ["task/create"]},
+    ]
+    async with desk(tmp_path / "2", allow=allow, groups={"yard": [ids[1]]}) as d:
+        refused = error(
+            None,
+            "command: 'lights' is not allowed for this vehicle by the bridge's "
+            "configuration (commands.allow)",
+            field="command",
+        )
+        for index, allowed in ((0, True), (1, True), (2, False)):
+            answer = await d.one("lights", {"account": MT, "vehicle": ids[index], "state": "ON"})
+            if allowed:
+                assert answer["status"] == "ok", (index, answer)
+            else:
+                assert answer == refused
+        update = await d.one(
+            "task/update", {"account": MT, "order_ref": "A", "status": "cancelled"}
+        )
+        assert update["error"] == (
+            "command: 'task/update' is not allowed for this vehicle by the bridge's "
+            "configuration (commands.allow)"
+        )
+
+
+async def test_a_transaction_reused_for_something_else_is_refused(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        await d.one("lights", {"transaction": "X1", "account": MT, "vehicle": vid, "state": "ON"})
+        other_body = await d.one(
+            "lights", {"transaction": "X1", "account": MT, "vehicle": vid, "state": "OFF"}
+        )
+        assert other_body == error(
+            "X1",
+            "transaction: 'X1' was already used for lights with different content "
+            "(send this command with a new transaction id)",
+            field="transaction",
+        )
+        other_command = await d.one("task/create", task_body(d, "X1"))
+        assert other_command["error"].startswith("transaction: 'X1' was already used for lights ")
+        other_account = await d.one(
+            "snapshot", {"transaction": "X1", "account": SAM, "vehicle": d.sam()}
+        )
+        assert other_account == error(
+            "X1",
+            "transaction: 'X1' was already used for lights in account 'mt' with different "
+            "content (send this command with a new transaction id)",
+            field="transaction",
+        )
+        assert list(d.server.metrotec.tasks) == []
+        long = "t" * 80
+        await d.one("lights", {"transaction": long, "account": MT, "vehicle": vid, "state": "ON"})
+        again = await d.one(
+            "lights", {"transaction": long, "account": MT, "vehicle": vid, "state": "OFF"}
+        )
+        assert again["error"].startswith(f"transaction: '{'t' * 64}' was already used")
+
+
+async def test_an_order_ref_reused_with_other_content_is_refused(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        await d.one("task/create", task_body(d, "T1", order_ref="B" * 70))
+        answer = await d.one("task/create", task_body(d, "T2", order_ref="B" * 70, latitude=58.0))
+        assert answer == error(
+            "T2",
+            f"order_ref: '{'B' * 64}' was already used for another task with different content "
+            "(a task's order_ref is its identity: use a new one)",
+            field="order_ref",
+        )
+        assert len(list(d.server.metrotec.tasks)) == 1
+        assert await d.store.journal_get(f"{MT}/T2") is None
+
+
+# --- provider failures ----------------------------------------------------------------
+
+
+async def test_a_provider_error_is_answered_redacted_and_closed(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        d.server.metrotec.fail_next(
+            5, status=400, body='{"detail": "key demo-metrotec-key has no write access"}'
+        )
+        answer = await d.one(
+            "lights", {"transaction": "P1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        assert answer["status"] == "error"
+        assert answer["transaction"] == "P1"
+        assert "has no write access" in answer["error"]
+        assert "demo-metrotec-key" not in json.dumps(answer)
+        assert "**REDACTED**" in answer["error"]
+        entry = await d.journal(f"{MT}/P1")
+        assert entry.status == "failed"
+        assert entry.response is not None
+        assert json.loads(entry.response) == answer
+        last = d.sink.last(TOPICS.vehicle_lights(MT, d.mt()))
+        assert last is not None
+        assert last[0]["status"] == "failed"
+        assert d.pollers[MT].publisher.states(MT)[d.mt()].lights_on is None
+
+
+async def test_a_spent_budget_says_which_and_until_when(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+        until = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
+
+        async def spent(*args: object) -> CommandResult:
+            raise QuotaExhaustedError("2 calls a minute, spent", "commands", until, 300.0)
+
+        monkeypatch.setattr(MetrotecProvider, "set_lights", spent)
+        answer = await d.one(
+            "lights", {"transaction": "Q1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        assert answer == error(
+            "Q1",
+            "not sent: 2 calls a minute, spent",
+            budget="commands",
+            available_at="2026-11-21T10:05:00Z",
+        )
+        assert (await d.journal(f"{MT}/Q1")).status == "failed"
+
+
+async def test_an_unexpected_failure_is_answered_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with desk(tmp_path) as d:
+
+        async def broken(*args: object) -> CommandResult:
+            raise RuntimeError("bug near demo-metrotec-key")
+
+        monkeypatch.setattr(MetrotecProvider, "create_task", broken)
+        with caplog.at_level(logging.ERROR, logger="bridge.commander"):
+            answer = await d.one("task/create", task_body(d, "B1"))
+        assert answer == error("B1", "command: failed: internal error (RuntimeError)")
+        entry = await d.journal(f"{MT}/B1")
+        assert entry.status == "failed"
+        assert json.loads(entry.response or "") == answer
+        (record,) = [r for r in caplog.records if r.name == "bridge.commander"]
+        assert record.levelno == logging.ERROR
+        assert record.getMessage() == (
+            "command failed unexpectedly: RuntimeError('bug near **REDACTED**')"
+        )
+        assert record.exc_info is not None
+        # Nothing is left open for the recovery to trip over.
+        assert await d.store.journal_open() == []
+
+
+async def test_a_provider_answer_that_is_not_an_error_still_reaches_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+
+        async def refused(*args: object) -> CommandResult:
+            return CommandResult(CommandStatus.FAILED, data={"code": 7})
+
+        monkeypatch.setattr(MetrotecProvider, "create_task", refused)
+        answer = await d.one("task/create", task_body(d, "F1"))
+        assert answer == error("F1", "failed", code=7)
+        assert not d.pollers[MT]._wake.is_set()  # a failed task changes no sensor
+
+        async def provider_error(*args: object) -> CommandResult:
+            raise ProviderError("metrotec: 503")
+
+        monkeypatch.setattr(MetrotecProvider, "create_task", provider_error)
+        answer = await d.one("task/create", task_body(d, "F2", order_ref="A-2"))
+        assert answer == error("F2", "metrotec: 503")
+
+
+# --- the store ------------------------------------------------------------------------
+
+
+async def test_a_command_the_journal_cannot_take_is_refused_and_the_error_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+
+        async def full(entry: JournalEntry) -> None:
+            raise StoreError("disk full")
+
+        monkeypatch.setattr(d.store, "journal_accept", full)
+        body = {"transaction": "D1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        with pytest.raises(StoreError):
+            await d.commander.request("lights", json.dumps(body).encode())
+        assert [(a.command, a.response, a.key) for a in d.answers] == [
+            ("lights", error("D1", "command: not accepted: disk full"), None)
+        ]
+        assert d.server.metrotec.lights_on(d.mt()) is False
+        assert d.commander._running == {}
+
+
+async def test_a_command_for_an_account_held_nowhere_is_refused_by_the_leader_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for leader, expected in ((True, 1), (False, 0)):
+        async with desk(tmp_path / str(leader), held=(MT,), leader=leader) as d:
+
+            async def full(entry: JournalEntry) -> None:
+                raise StoreError("disk full")
+
+            monkeypatch.setattr(d.store, "journal_accept", full)
+            body = {"transaction": "D1", "account": SAM, "vehicle": "v", "camera": "road"}
+            with pytest.raises(StoreError):
+                await d.commander.request("snapshot", json.dumps(body).encode())
+            assert len(d.answers) == expected
+
+
+async def test_a_lost_lease_leaves_the_command_to_the_new_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+
+        async def taken(*args: object) -> CommandResult:
+            raise LeaseLostError(MT)
+
+        monkeypatch.setattr(MetrotecProvider, "create_task", taken)
+        assert await d.ask("task/create", task_body(d, "T1")) == []
+        assert (await d.journal(f"{MT}/T1")).status == "accepted"
+        assert d.commander._running == {}
+
+
+# --- several instances ----------------------------------------------------------------
+
+
+async def test_an_instance_that_does_not_lead_answers_only_its_accounts(tmp_path: Path) -> None:
+    async with desk(tmp_path, held=(MT,), leader=False) as d:
+        assert await d.ask("lights", b"{not json") == []
+        assert await d.ask("lights", {"account": "nope", "vehicle": "v", "state": "ON"}) == []
+        # Its own account's refusals are its to answer.
+        answer = await d.one("lights", {"account": MT, "vehicle": "ghost", "state": "ON"})
+        assert answer["error"] == "vehicle: unknown vehicle 'ghost' in account 'mt'"
+        # /set: a bad payload for an account held here is answered, for one held
+        # elsewhere not (its holder answers), for an unknown one by the leader.
+        await d.commander.set(MT, d.mt(), b"{not json")
+        assert len(d.answers) == 2
+        assert d.answers[-1].command == "set"
+        await d.commander.set(SAM, "v", b"{not json")
+        await d.commander.set("nope", "v", b"{not json")
+        assert len(d.answers) == 2
+    async with desk(tmp_path / "2", held=(MT,), leader=True) as d:
+        await d.commander.set("nope", "v", b"{not json")
+        await d.commander.set(SAM, "v", b"{not json")  # held elsewhere: its holder answers
+        assert [a.response["error"][:23] for a in d.answers] == ["payload: not valid JSON"]
+        # A /set payload that names a command answers on that command's topic.
+        await d.commander.set(MT, d.mt(), b'{"lights": "maybe"}')
+        assert d.answers[-1].command == "lights"
+        assert d.answers[-1].response["error"] == "state: input should be 'ON' or 'OFF'"
+        answer = await d.one("lights", b"{not json")
+        assert answer["error"].startswith("payload: not valid JSON")
+        assert answer["data"] == {"field": "payload"}
+
+
+async def test_set_switches_the_lights(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        await d.commander.set(MT, vid, b'{"transaction": "W1", "lights": "ON"}')
+        (answer,) = d.answers
+        assert answer.command == "lights"
+        assert answer.response["transaction"] == "W1"
+        assert answer.key == f"{MT}/W1"
+        await d.settle()
+        assert d.server.metrotec.lights_on(vid) is True
+
+
+async def test_a_command_journalled_elsewhere_is_carried_out_by_its_holder(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path) as holder:
+        vid = holder.mt()
+        async with desk(tmp_path, held=(SAM,), server=holder.server, store=holder.store) as other:
+            body = {"transaction": "E1", "account": MT, "vehicle": vid, "state": "ON"}
+            assert await other.ask("lights", body) == []
+            entry = await other.journal(f"{MT}/E1")
+            assert (entry.status, entry.vehicle) == ("accepted", None)
+            assert other.server.metrotec.lights_on(vid) is False
+            # Without a transaction id twins cannot be told apart: not taken here.
+            assert await other.ask("lights", {**body, "transaction": None}) == []
+            assert [e.key for e in await other.store.journal_open()] == [f"{MT}/E1"]
+            # A second delivery to the instance that journalled it: still silent.
+            assert await other.ask("lights", body) == []
+            lights = {k: v for k, v in body.items() if k != "transaction"}
+            command = parse_command("lights", lights, "E2")
+            assert await other.commander.execute(command) == ok("E2", state="accepted")
+        await holder.commander.pick_up()
+        (answer,) = [a for a in holder.answers if a.key == f"{MT}/E1"]
+        assert answer.command == "lights"
+        assert answer.response["status"] == "ok"
+        assert (await holder.journal(f"{MT}/E1")).vehicle is None
+        await holder.settle()
+        assert holder.server.metrotec.lights_on(vid) is True
+        assert (await holder.journal(f"{MT}/E1")).status == "confirmed"
+
+
+async def test_a_command_journalled_elsewhere_for_a_vehicle_not_there_fails(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path) as holder:
+        async with desk(tmp_path, held=(), server=holder.server, store=holder.store) as other:
+            body = {"transaction": "E1", "account": MT, "vehicle": "ghost", "state": "ON"}
+            assert await other.ask("lights", body) == []
+        await holder.commander.pick_up()
+        (answer,) = holder.answers
+        assert answer.response == error(
+            "E1", "vehicle: unknown vehicle 'ghost' in account 'mt'", field="vehicle"
+        )
+        assert answer.key == f"{MT}/E1"
+        assert (await holder.journal(f"{MT}/E1")).status == "failed"
+
+
+# --- after a restart ------------------------------------------------------------------
+
+
+async def test_a_restart_sends_answers_again_and_finishes_what_was_accepted(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path) as first:
+        server, store = first.server, first.store
+        vid = first.mt()
+        now = server.clock.now().timestamp()
+
+        def entry(tid: str, command: str, body: dict[str, Any], **fields: Any) -> JournalEntry:
+            values: dict[str, Any] = {
+                "key": f"{MT}/{tid}",
+                "command": command,
+                "account": MT,
+                "vehicle": vid,
+                "order_ref": None,
+                "transaction_id": tid,
+                "body": json.dumps(body),
+                "status": "accepted",
+                "handle": None,
+                "response": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            return JournalEntry(**{**values, **fields})
+
+        lights = {"account": MT, "vehicle": vid, "state": "ON"}
+        await store.journal_accept(entry("A1", "lights", lights))  # accepted, never sent
+        await store.journal_accept(entry("A2", "lights", {"nonsense": 1}))  # an older body
+        answered = ok("A3", state="confirmed")
+        await store.journal_accept(entry("A3", "lights", lights))
+        await store.journal_update(f"{MT}/A3", "confirmed", response=json.dumps(answered))
+        await store.journal_accept(entry("A4", "lights", lights, account="gone", key="gone/A4"))
+        await store.journal_accept(entry("A5", "lights", lights, account=SAM, key=f"{SAM}/A5"))
+        answers = []
+        async with desk(tmp_path, server=server, store=store, held=(MT,)) as second:
+            await second.commander.resume([MT, "gone"])
+            answers = [(a.key, a.response) for a in second.answers]
+            await second.settle()
+            assert server.metrotec.lights_on(vid) is True
+        by_key = dict(answers)
+        assert by_key[f"{MT}/A3"] == answered  # sent again as it was
+        assert by_key[f"{MT}/A1"]["status"] == "ok"
+        assert by_key[f"{MT}/A2"]["status"] == "error"
+        assert by_key[f"{MT}/A2"]["transaction"] == "A2"
+        assert by_key["gone/A4"] == error("A4", "account: 'gone' is no longer configured")
+        assert f"{SAM}/A5" not in by_key  # not one of the accounts resumed
+        assert (await store.journal_get(f"{SAM}/A5")).status == "accepted"  # type: ignore[union-attr]
+        assert (await store.journal_get("gone/A4")).status == "failed"  # type: ignore[union-attr]
+        assert (await store.journal_get(f"{MT}/A2")).status == "failed"  # type: ignore[union-attr]
+
+
+async def test_a_restart_follows_up_what_the_provider_had_accepted(tmp_path: Path) -> None:
+    async with desk(tmp_path) as first:
+        vid = first.mt()
+        await first.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": vid, "state": "ON"}
+        )
+        await first.commander.close()  # the process ends before the device confirmed
+        assert (await first.journal(f"{MT}/L1")).status == "pending"
+        async with desk(tmp_path, server=first.server, store=first.store) as second:
+            await second.commander.resume()
+            await second.settle()
+            assert (await second.journal(f"{MT}/L1")).status == "confirmed"
+            last = second.sink.last(TOPICS.vehicle_lights(MT, vid))
+            assert last is not None
+            assert last[0]["status"] == "confirmed"
+
+
+async def test_a_release_stops_the_follow_ups_of_the_accounts_given(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        d.server.metrotec.events.handle_delay_s = 3600
+
+        async def slow(seconds: float) -> None:
+            await asyncio.Event().wait()  # never: the follow-up waits until cancelled
+
+        d.commander._sleep = slow
+        await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        await d.one("snapshot", {"transaction": "S1", "account": SAM, "vehicle": d.sam()})
+        assert len(d.commander._tasks) == 2
+        await d.commander.release([MT])
+        assert len(d.commander._tasks) == 1
+        assert (await d.journal(f"{MT}/L1")).status == "pending"  # the next holder goes on
+        await d.commander.release([SAM])
+        assert d.commander._tasks == set()
