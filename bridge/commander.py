@@ -664,8 +664,3 @@ class Commander:
         task.add_done_callback(follows.discard)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -33,6 +33,7 @@ from bridge.errors import ProviderError, QuotaExhaustedError
 from bridge.model import CommandResult, CommandStatus
 from bridge.mqtt.commands import parse_command
 from bridge.mqtt.publisher import Message, Publisher
+from bridge.mqtt.requests import RequestError
 from bridge.mqtt.topics import Topics
 from bridge.poller import AccountPoller
 from bridge.providers import create_provider
@@ -90,6 +91,8 @@ class Desk:
 
     async def respond(self, command: str, response: dict[str, Any], key: str | None) -> None:
         self.answers.append(Answer(command, response, key))
+        if key is not None:  # as the daemon does once the broker has the answer
+            await self.store.journal_answered(key)
         self.answered.set()
 
     async def ask(self, name: str, body: dict[str, Any] | bytes) -> list[Answer]:
@@ -136,7 +139,13 @@ class Desk:
 ALLOW_ALL = [{"accounts": ["*"], "vehicles": ["*"], "commands": ["*"]}]
 
 
-def bridge_config(server: SimulatorServer, tmp_path: Path, **commands: Any) -> BridgeConfig:
+def bridge_config(
+    server: SimulatorServer,
+    tmp_path: Path,
+    quotas: dict[str, dict[str, Any]] | None = None,
+    **commands: Any,
+) -> BridgeConfig:
+    quotas = quotas or {}
     return BridgeConfig.model_validate(
         {
             "mqtt": {"host": "127.0.0.1", "port": 1},
@@ -147,12 +156,14 @@ def bridge_config(server: SimulatorServer, tmp_path: Path, **commands: Any) -> B
                     "provider": "metrotec",
                     "api_key": "demo-metrotec-key",
                     "base_url": server.metrotec_url,
+                    **({"quota": quotas[MT]} if MT in quotas else {}),
                 },
                 {
                     "id": SAM,
                     "provider": "samsara",
                     "token": "demo-samsara-token",
                     "base_url": server.samsara_url,
+                    **({"quota": quotas[SAM]} if SAM in quotas else {}),
                 },
             ],
             "commands": {"allow": ALLOW_ALL, "lights_timeout": 30, **commands},
@@ -168,6 +179,8 @@ async def desk(
     leader: bool = True,
     server: SimulatorServer | None = None,
     store: SqliteStore | None = None,
+    poll: bool = True,
+    quotas: dict[str, dict[str, Any]] | None = None,
     **commands: Any,
 ) -> AsyncIterator[Desk]:
     async with contextlib.AsyncExitStack() as stack:
@@ -183,7 +196,7 @@ async def desk(
                     start=START,
                 )
             )
-        config = bridge_config(server, tmp_path, **commands)
+        config = bridge_config(server, tmp_path, quotas, **commands)
         if store is None:
             store = SqliteStore(config.store.path)
             stack.push_async_callback(store.close)
@@ -206,7 +219,8 @@ async def desk(
             poller = AccountPoller(
                 poller_settings(account), provider, publisher, store, quota, now=server.clock.now
             )
-            await poller.poll_once()
+            if poll:
+                await poller.poll_once()
             pollers[account.id] = poller
 
         async def sleep(seconds: float) -> None:
@@ -261,8 +275,9 @@ def task_body(desk: Desk, transaction: str, order_ref: str = "A-1", **more: Any)
 
 
 async def test_lights_go_pending_then_confirmed_and_the_vehicle_shows_them(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING)
     async with desk(tmp_path) as d:
         vid = d.mt()
         answer = await d.one(
@@ -301,6 +316,8 @@ async def test_lights_go_pending_then_confirmed_and_the_vehicle_shows_them(
         assert d.commander.retained[lights]["status"] == "confirmed"
         # Followed up every 5 s: the device handles it 20 s after the request.
         assert d.server.clock.now() == datetime(2026, 11, 21, 10, 0, 20, tzinfo=UTC)
+        await asyncio.sleep(0)  # the follow-up's done callbacks
+        assert [r.getMessage() for r in caplog.records] == []  # no error, no warning
 
 
 async def test_lights_off_are_asked_for_off(tmp_path: Path) -> None:
@@ -749,13 +766,17 @@ async def test_an_instance_that_does_not_lead_answers_only_its_accounts(tmp_path
         await d.commander.set("nope", "v", b"{not json")
         assert len(d.answers) == 2
     async with desk(tmp_path / "2", held=(MT,), leader=True) as d:
-        await d.commander.set("nope", "v", b"{not json")
+        await d.commander.set("nope", "v", b'{"transaction": "W0", "lights": 1')
+        assert [(a.command, a.response["transaction"]) for a in d.answers] == [("set", "W0")]
+        assert d.answers[-1].response["error"].startswith("payload: not valid JSON")
         await d.commander.set(SAM, "v", b"{not json")  # held elsewhere: its holder answers
-        assert [a.response["error"][:23] for a in d.answers] == ["payload: not valid JSON"]
+        assert len(d.answers) == 1
         # A /set payload that names a command answers on that command's topic.
-        await d.commander.set(MT, d.mt(), b'{"lights": "maybe"}')
+        await d.commander.set(MT, d.mt(), b'{"transaction": "W1", "lights": "maybe"}')
         assert d.answers[-1].command == "lights"
-        assert d.answers[-1].response["error"] == "state: input should be 'ON' or 'OFF'"
+        assert d.answers[-1].response == error(
+            "W1", "state: input should be 'ON' or 'OFF'", field="state"
+        )
         answer = await d.one("lights", b"{not json")
         assert answer["error"].startswith("payload: not valid JSON")
         assert answer["data"] == {"field": "payload"}
@@ -815,61 +836,125 @@ async def test_a_command_journalled_elsewhere_for_a_vehicle_not_there_fails(
             "E1", "vehicle: unknown vehicle 'ghost' in account 'mt'", field="vehicle"
         )
         assert answer.key == f"{MT}/E1"
-        assert (await holder.journal(f"{MT}/E1")).status == "failed"
+        assert answer.command == "lights"
+        entry = await holder.journal(f"{MT}/E1")
+        assert entry.status == "failed"
+        assert json.loads(entry.response or "") == answer.response  # a redelivery gets it
 
 
 # --- after a restart ------------------------------------------------------------------
 
 
+def journalled(
+    desk: Desk, tid: str, payload: dict[str, Any], *, ago: float = 0, **fields: Any
+) -> JournalEntry:
+    """A journal entry as an earlier run left it (accepted, never sent)."""
+    at = desk.server.clock.now().timestamp() - ago
+    name = fields.get("command", "lights")
+    payload = {k: v for k, v in payload.items() if k != "transaction"}  # the envelope's
+    try:  # the body as the commander journals it
+        body = parse_command(name, dict(payload), tid).payload.model_dump_json()
+    except RequestError:
+        body = json.dumps(payload)  # one an older version accepted
+    values: dict[str, Any] = {
+        "key": f"{fields.get('account', MT)}/{tid}",
+        "command": "lights",
+        "account": MT,
+        "vehicle": desk.mt(),
+        "order_ref": None,
+        "transaction_id": tid,
+        "body": body,
+        "status": "accepted",
+        "handle": None,
+        "response": None,
+        "created_at": at,
+        "updated_at": at,
+    }
+    return JournalEntry(**{**values, **fields})
+
+
 async def test_a_restart_sends_answers_again_and_finishes_what_was_accepted(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with desk(tmp_path) as first:
+    async with desk(tmp_path, held=()) as first:
         server, store = first.server, first.store
         vid = first.mt()
-        now = server.clock.now().timestamp()
-
-        def entry(tid: str, command: str, body: dict[str, Any], **fields: Any) -> JournalEntry:
-            values: dict[str, Any] = {
-                "key": f"{MT}/{tid}",
-                "command": command,
-                "account": MT,
-                "vehicle": vid,
-                "order_ref": None,
-                "transaction_id": tid,
-                "body": json.dumps(body),
-                "status": "accepted",
-                "handle": None,
-                "response": None,
-                "created_at": now,
-                "updated_at": now,
-            }
-            return JournalEntry(**{**values, **fields})
-
         lights = {"account": MT, "vehicle": vid, "state": "ON"}
-        await store.journal_accept(entry("A1", "lights", lights))  # accepted, never sent
-        await store.journal_accept(entry("A2", "lights", {"nonsense": 1}))  # an older body
+        # Another instance's accounts come first in the journal: skipped, not the end.
+        sam = {"account": SAM, "vehicle": first.sam(), "camera": "road"}
+        await store.journal_accept(
+            journalled(first, "B1", sam, ago=20, account=SAM, command="snapshot")
+        )
+        await store.journal_accept(
+            journalled(first, "B2", sam, ago=20, account=SAM, command="snapshot")
+        )
+        await store.journal_update(f"{SAM}/B2", "confirmed", response=json.dumps(ok("B2")))
+        await store.journal_accept(journalled(first, "A1", lights, ago=10))  # never sent
+        await store.journal_accept(journalled(first, "A2", {"nonsense": 1}))  # an older body
+        await store.journal_accept(journalled(first, "A3", lights))
         answered = ok("A3", state="confirmed")
-        await store.journal_accept(entry("A3", "lights", lights))
         await store.journal_update(f"{MT}/A3", "confirmed", response=json.dumps(answered))
-        await store.journal_accept(entry("A4", "lights", lights, account="gone", key="gone/A4"))
-        await store.journal_accept(entry("A5", "lights", lights, account=SAM, key=f"{SAM}/A5"))
-        answers = []
+        await store.journal_accept(journalled(first, "A4", lights, account="gone"))
+        await store.journal_accept(journalled(first, "A6", lights, body="{not json"))
         async with desk(tmp_path, server=server, store=store, held=(MT,)) as second:
-            await second.commander.resume([MT, "gone"])
-            answers = [(a.key, a.response) for a in second.answers]
+            with caplog.at_level(logging.INFO, logger="bridge.commander"):
+                await second.commander.resume([MT, "gone"])
+            answers = {a.key: a for a in second.answers}
+            assert {a.command for a in second.answers} == {"lights"}
             await second.settle()
             assert server.metrotec.lights_on(vid) is True
-        by_key = dict(answers)
-        assert by_key[f"{MT}/A3"] == answered  # sent again as it was
-        assert by_key[f"{MT}/A1"]["status"] == "ok"
-        assert by_key[f"{MT}/A2"]["status"] == "error"
-        assert by_key[f"{MT}/A2"]["transaction"] == "A2"
-        assert by_key["gone/A4"] == error("A4", "account: 'gone' is no longer configured")
-        assert f"{SAM}/A5" not in by_key  # not one of the accounts resumed
-        assert (await store.journal_get(f"{SAM}/A5")).status == "accepted"  # type: ignore[union-attr]
-        assert (await store.journal_get("gone/A4")).status == "failed"  # type: ignore[union-attr]
-        assert (await store.journal_get(f"{MT}/A2")).status == "failed"  # type: ignore[union-attr]
+            # Each answer was sent once: a second recovery sends none of them again.
+            await second.commander.resume([MT, "gone"])
+            assert len(second.answers) == len(answers)
+            # A redelivery after the recovery gets the first answer, no second effect.
+            again = await second.one("lights", {**lights, "transaction": "A1"})
+            assert again == answers[f"{MT}/A1"].response
+        assert set(answers) == {f"{MT}/A1", f"{MT}/A2", f"{MT}/A3", "gone/A4", f"{MT}/A6"}
+        assert answers[f"{MT}/A3"].response == answered  # sent again as it was
+        assert answers[f"{MT}/A1"].response == ok("A1", state="pending")
+        assert answers[f"{MT}/A2"].response == error(
+            "A2", "account: field required", field="account"
+        )
+        assert answers["gone/A4"].response == error("A4", "account: 'gone' is no longer configured")
+        assert answers[f"{MT}/A6"].response == error(
+            "A6", "command: failed: internal error (JSONDecodeError)"
+        )
+        for key, answer in answers.items():
+            assert key is not None
+            entry = await store.journal_get(key)
+            assert entry is not None
+            assert entry.response is not None
+            assert json.loads(entry.response) == answer.response
+        for key in ("gone/A4", f"{MT}/A2", f"{MT}/A6"):
+            assert (await first.journal(key)).status == "failed"
+        # Not one of the accounts resumed: left as they were.
+        assert (await first.journal(f"{SAM}/B1")).status == "accepted"
+        assert [e.key for e in await store.journal_unanswered()] == [f"{SAM}/B2"]
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert "Sending the answer to lights mt/A3 again" in lines
+        assert "Carrying out lights mt/A1 from the journal" in lines
+
+
+async def test_a_stale_read_of_the_journal_does_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        await d.one("lights", {"transaction": "L1", "account": MT, "vehicle": vid, "state": "ON"})
+        stale = await d.store.journal_open()  # pending, as a recovery read it
+        await d.settle()  # meanwhile the follow-up confirmed it
+        gone = journalled(d, "G1", {"account": MT, "vehicle": vid, "state": "OFF"})
+
+        async def as_read() -> list[JournalEntry]:
+            return [*stale, gone]  # and one no longer in the journal at all
+
+        monkeypatch.setattr(d.store, "journal_open", as_read)
+        events = len(list(d.server.metrotec.events.of(vid)))
+        await d.commander.resume()
+        assert d.commander._tasks == set()  # no second follow-up
+        assert len(list(d.server.metrotec.events.of(vid))) == events
+        assert len(d.answers) == 1
+        assert d.server.metrotec.lights_on(vid) is True
 
 
 async def test_a_restart_follows_up_what_the_provider_had_accepted(tmp_path: Path) -> None:
@@ -907,3 +992,319 @@ async def test_a_release_stops_the_follow_ups_of_the_accounts_given(tmp_path: Pa
         assert (await d.journal(f"{MT}/L1")).status == "pending"  # the next holder goes on
         await d.commander.release([SAM])
         assert d.commander._tasks == set()
+
+
+# --- the first run's survivors (docs/mutants-webhooks-commander.md) -------------------
+
+
+class Gate:
+    """Holds a provider call until the test opens it."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def passing(self) -> None:
+        self.entered.set()
+        await self.open.wait()
+
+
+def gated(monkeypatch: pytest.MonkeyPatch, method: str) -> Gate:
+    gate = Gate()
+    original = getattr(MetrotecProvider, method)
+
+    async def held(self: MetrotecProvider, *args: Any) -> CommandResult:
+        await gate.passing()
+        result: CommandResult = await original(self, *args)
+        return result
+
+    monkeypatch.setattr(MetrotecProvider, method, held)
+    return gate
+
+
+async def test_a_task_carries_every_field_and_an_update_every_change(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        body = task_body(
+            d,
+            "T1",
+            description="Deliver pallets",
+            address="Peterburi tee 2",
+            contact_name="Mari",
+            contact_phone="+372 5555 0101",
+        )
+        assert (await d.one("task/create", body))["status"] == "ok"
+        (task,) = list(d.server.metrotec.tasks)
+        assert (task.task_description, task.task_address, task.order_details) == (
+            "Deliver pallets",
+            "Peterburi tee 2",
+            "Mari, +372 5555 0101",
+        )
+        assert task.object_id == d.mt()
+        other = d.mt(1)
+        answer = await d.one(
+            "task/update",
+            {
+                "transaction": "U1",
+                "account": MT,
+                "order_ref": "A-1",
+                "status": "cancelled",
+                "start_time": "2026-11-21T14:00:00Z",
+                "stop_time": "2026-11-21T15:00:00Z",
+                "vehicle": d.name(MT, other),  # by name: sent as the vehicle's id
+            },
+        )
+        assert answer["status"] == "ok"
+        (task,) = list(d.server.metrotec.tasks)
+        assert task.object_id == other
+        assert task.start_time == int(datetime(2026, 11, 21, 14, tzinfo=UTC).timestamp() * 1000)
+        assert task.stop_time == int(datetime(2026, 11, 21, 15, tzinfo=UTC).timestamp() * 1000)
+        assert task.open is False  # cancelled
+
+
+async def test_commands_spend_the_reserve_that_polls_may_not(tmp_path: Path) -> None:
+    # Half of each budget is kept for commands; the polls' half is spent.
+    quotas = {
+        MT: {"reserve": 0.5, "budgets": {"per_account": {"limit": 40, "period": 3600}}},
+        SAM: {"reserve": 0.5, "budgets": {"per_token": {"limit": 40, "period": 3600}}},
+    }
+    async with desk(tmp_path, quotas=quotas) as d:
+        for account in (MT, SAM):
+            quota = d.pollers[account].quota
+            while quota.check("spent") is None:
+                await quota.completed(await quota.acquire("spent"))
+        await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        await d.one("snapshot", {"transaction": "S1", "account": SAM, "vehicle": d.sam()})
+        await d.one("task/create", task_body(d, "T1"))
+        update = {"transaction": "U1", "account": MT, "order_ref": "A-1", "status": "cancelled"}
+        assert (await d.one("task/update", update))["status"] == "ok"
+        await d.settle()
+        lights = d.sink.last(TOPICS.vehicle_lights(MT, d.mt()))
+        snapshot = d.sink.last(TOPICS.vehicle_snapshot(SAM, d.sam()))
+        assert lights is not None
+        assert lights[0]["status"] == "confirmed"
+        assert snapshot is not None
+        assert snapshot[0]["status"] == "confirmed"
+        assert len(list(d.server.metrotec.tasks)) == 1
+
+
+async def test_a_follow_up_asks_at_its_deadline_and_not_after(tmp_path: Path) -> None:
+    # The device handles the event 20 s after the request; the deadline is 15 s.
+    async with desk(tmp_path, lights_timeout=15) as d:
+        await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        await d.settle()
+        last = d.sink.last(TOPICS.vehicle_lights(MT, d.mt()))
+        assert last is not None
+        assert last[0]["status"] == "failed"
+        assert d.server.clock.now() == datetime(2026, 11, 21, 10, 0, 15, tzinfo=UTC)
+
+
+async def test_a_confirmed_answer_with_a_handle_is_not_followed_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+
+        async def at_once(*args: object) -> CommandResult:
+            return CommandResult(CommandStatus.CONFIRMED, handle="42")
+
+        monkeypatch.setattr(MetrotecProvider, "set_lights", at_once)
+        answer = await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        assert answer == ok("L1", state="confirmed")
+        await d.settle()
+        topic = TOPICS.vehicle_lights(MT, d.mt())
+        assert [t for t in d.sink.topics() if t == topic] == [topic]  # no follow-up said more
+        assert d.server.clock.now() == START  # and nothing was waited for
+
+
+async def test_a_vehicle_gone_while_followed_up_is_still_asked_about(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        await d.one("lights", {"transaction": "L1", "account": MT, "vehicle": vid, "state": "ON"})
+        await d.pollers[MT].publisher.vehicles_removed(MT, [vid])
+        await d.settle()
+        last = d.sink.last(TOPICS.vehicle_lights(MT, vid))
+        assert last is not None
+        assert last[0]["status"] == "confirmed"
+        assert d.server.metrotec.lights_on(vid) is True
+
+
+async def test_a_redelivery_while_the_first_is_under_way_gets_the_same_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+        gate = gated(monkeypatch, "create_task")
+        first = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        # The same transaction again, and the same order_ref under another one.
+        again = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
+        other = asyncio.ensure_future(d.ask("task/create", task_body(d, "T2")))
+        await asyncio.sleep(0)
+        assert not again.done()
+        assert not other.done()
+        gate.open.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(first, again, other)
+        ones = [a.response for a in d.answers if a.response["transaction"] == "T1"]
+        (three,) = [a.response for a in d.answers if a.response["transaction"] == "T2"]
+        assert len(ones) == 2
+        assert ones[0]["status"] == "ok"
+        assert ones[1] == ones[0]
+        assert three == {**ones[0], "transaction": "T2"}
+        assert len(list(d.server.metrotec.tasks)) == 1
+
+
+async def test_a_redelivery_journalled_elsewhere_is_carried_out_once_here(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path) as holder:
+        async with desk(tmp_path, held=(SAM,), server=holder.server, store=holder.store) as other:
+            assert await other.ask("task/create", task_body(holder, "T1")) == []
+        # The holder reads the same delivery: it carries it out and answers once.
+        (answer,) = await holder.ask("task/create", task_body(holder, "T1"))
+        assert answer.key == f"{MT}/T1"
+        assert answer.response["status"] == "ok"
+        assert answer.response["transaction"] == "T1"
+        assert len(list(holder.server.metrotec.tasks)) == 1
+        # Its order_ref under another transaction, while none is under way: the first answer.
+        assert await holder.one("task/create", task_body(holder, "T2")) == {
+            **answer.response,
+            "transaction": "T2",
+        }
+
+
+async def test_an_order_ref_journalled_elsewhere_and_not_yet_done_says_so(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path) as holder:
+        async with desk(tmp_path, held=(SAM,), server=holder.server, store=holder.store) as other:
+            assert await other.ask("task/create", task_body(holder, "T1")) == []
+        answer = await holder.one("task/create", task_body(holder, "T2"))
+        assert answer == error("T2", "command: already accepted, being finished")
+        assert list(holder.server.metrotec.tasks) == []
+
+
+async def test_a_redelivery_of_a_command_being_recovered_is_left_to_the_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path, held=()) as first:
+        body = task_body(first, "T1")
+        await first.store.journal_accept(journalled(first, "T1", body, command="task/create"))
+        async with desk(tmp_path, server=first.server, store=first.store) as d:
+            gate = gated(monkeypatch, "create_task")
+            recovery = asyncio.ensure_future(d.commander.resume())
+            await asyncio.wait_for(gate.entered.wait(), 10)
+            assert await d.ask("task/create", body) == []  # the recovery answers it
+            gate.open.set()
+            await asyncio.wait_for(recovery, 10)
+            (answer,) = d.answers
+            assert answer.response["status"] == "ok"
+            assert len(list(d.server.metrotec.tasks)) == 1
+
+
+async def test_a_command_journalled_elsewhere_waits_for_the_holders_first_poll(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path, held=(SAM,)) as other:
+        vid = other.mt()
+        body = {"transaction": "E1", "account": MT, "vehicle": vid, "state": "ON"}
+        assert await other.ask("lights", body) == []
+        async with desk(tmp_path, server=other.server, store=other.store, poll=False) as holder:
+            picking = asyncio.ensure_future(holder.commander.pick_up())
+            await asyncio.sleep(0)
+            assert holder.answers == []  # no vehicles known yet: it waits for them
+            await holder.pollers[MT].poll_once()
+            async with asyncio.timeout(10):
+                await picking
+            (answer,) = holder.answers
+            assert answer.response["status"] == "ok"
+            assert answer.response["data"] == {"state": "pending"}
+
+
+async def test_an_accepted_command_is_carried_out_under_the_rules_it_was_accepted_by(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path, held=()) as first:
+        lights = {"account": MT, "vehicle": first.mt(), "state": "ON"}
+        await first.store.journal_accept(journalled(first, "A1", lights))
+        async with desk(tmp_path, server=first.server, store=first.store, allow=[]) as d:
+            await d.commander.resume()
+            (answer,) = d.answers
+            assert answer.response == ok("A1", state="pending")
+
+
+async def test_pick_up_does_not_follow_up_a_second_time(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        d.server.metrotec.events.handle_delay_s = 3600
+        hold = asyncio.Event()
+
+        async def slow(seconds: float) -> None:
+            await hold.wait()
+
+        d.commander._sleep = slow
+        await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        await d.commander.pick_up()
+        await d.commander.pick_up()
+        assert len(d.commander._tasks) == 1
+
+
+async def test_a_release_waits_for_a_command_under_way_and_only_for_its_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+        await d.commander.release(["nobody"])  # no follow-ups there: nothing to stop
+        gate = gated(monkeypatch, "create_task")
+        running = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        # Another account's release does not wait for it.
+        async with asyncio.timeout(3):
+            await d.commander.release([SAM])
+        # Its own waits until it is answered...
+        releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
+        await asyncio.sleep(0)
+        assert not releasing.done()
+        gate.open.set()
+        async with asyncio.timeout(10):
+            await releasing
+        assert running.done()
+        assert d.answers[0].response["status"] == "ok"
+
+
+async def test_a_release_gives_up_waiting_at_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+        gate = gated(monkeypatch, "create_task")
+        running = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        async with asyncio.timeout(10):
+            await d.commander.release([MT], timeout=0.05)  # returns, does not raise
+        assert not running.done()
+        gate.open.set()
+        await asyncio.wait_for(running, 10)
+
+
+async def test_a_release_stops_a_follow_up_resumed_after_a_restart(tmp_path: Path) -> None:
+    async with desk(tmp_path) as first:
+        await first.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": first.mt(), "state": "ON"}
+        )
+        await first.commander.close()
+        async with desk(tmp_path, server=first.server, store=first.store) as d:
+            hold = asyncio.Event()
+
+            async def slow(seconds: float) -> None:
+                await hold.wait()
+
+            d.commander._sleep = slow
+            await d.commander.resume()
+            assert len(d.commander._tasks) == 1
+            await d.commander.release([MT])
+            assert d.commander._tasks == set()
+            assert (await d.journal(f"{MT}/L1")).status == "pending"  # the next holder goes on

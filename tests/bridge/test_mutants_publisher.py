@@ -12,13 +12,18 @@ from typing import Any
 
 import pytest
 
-from bridge.model import Capability, Position, VehicleState
+from bridge.model import AlertType, Capability, Position, VehicleState
 from bridge.mqtt.discovery import (
+    account_device_discovery,
     account_device_identifier,
+    account_discovery,
+    account_discovery_topics,
+    vehicle_device_discovery,
+    vehicle_discovery,
     vehicle_discovery_topic,
     vehicle_discovery_topics,
 )
-from bridge.mqtt.publisher import Message, Pacer, Publisher
+from bridge.mqtt.publisher import Message, Pacer, Publisher, encode
 from bridge.mqtt.topics import Topics
 
 TOPICS = Topics("fleet")
@@ -453,3 +458,157 @@ async def test_an_account_handed_over_mid_clearing_leaves_the_others_queued() ->
     assert (vehicle_discovery_topic(TOPICS, "a", "1"), b"", True) in sent
     assert entity_configs("1") <= set(configs(sent))
     assert not any("fleet_b" in t or "/b/" in t for t, _p, _r in sent)
+
+
+# --- the second run's survivors (docs/mutants-quota-publisher.md) -------------------
+
+
+def _payloads(sent: list[Message]) -> dict[str, tuple[Any, bool]]:
+    """The configs by topic, decoded (other messages as sent)."""
+    return {
+        topic: (
+            json.loads(payload) if topic.startswith("homeassistant/") and payload else payload,
+            retain,
+        )
+        for topic, payload, retain in sent
+    }
+
+
+@pytest.mark.parametrize("mode", ["entity", "device"])
+async def test_the_account_device_carries_its_name_provider_and_daily_budget(mode: str) -> None:
+    sink = Sink()
+    pub = Publisher(sink, TOPICS, unavailable=Down, discovery_mode=mode)  # type: ignore[arg-type]
+    alerts = frozenset({AlertType.SPEEDING})
+    pub.register_account("d", "fleetize", CAPS, name="Depot", has_daily_budget=True)
+    pub.register_account("n", "telemax", CAPS, alert_types=alerts)  # no daily budget
+    await pub.connected()
+    await pub.discovery_settled(5)
+    sent = _payloads(sink.sent)
+    for account, provider, name, daily in (
+        ("d", "fleetize", "Depot", True),
+        ("n", "telemax", None, False),
+    ):
+        if mode == "device":
+            built = [
+                account_device_discovery(TOPICS, account, provider, name, has_daily_budget=daily)
+            ]
+        else:
+            built = list(account_discovery(TOPICS, account, provider, name, has_daily_budget=daily))
+        for message in built:
+            assert sent[message.topic] == (json.loads(encode(message.payload)), True)
+        # Nothing of the other form.
+        other = set(account_discovery_topics(TOPICS, account)) - {m.topic for m in built}
+        assert not other & set(sent)
+    assert sink.sent[-1] == ("fleet/bridge/discovery", encode({"mode": mode}), True)
+
+
+@pytest.mark.parametrize("mode", ["entity", "device"])
+async def test_a_vehicles_configs_carry_its_alert_types(mode: str) -> None:
+    sink = Sink()
+    pub = Publisher(sink, TOPICS, unavailable=Down, discovery_mode=mode)  # type: ignore[arg-type]
+    alerts = frozenset({AlertType.SPEEDING, AlertType.HARSH_BRAKING})
+    pub.register_account("a", "telemax", CAPS, alert_types=alerts)
+    vehicle = state("1")
+    await pub.vehicles_changed("a", [vehicle])
+    await pub.discovery_settled(5)
+    sent = _payloads(sink.sent)
+    caps = CAPS | {Capability.ALERTS}
+    if mode == "device":
+        built = [vehicle_device_discovery(TOPICS, "a", "telemax", caps, vehicle, alerts)]
+    else:
+        built = list(vehicle_discovery(TOPICS, "a", "telemax", caps, vehicle, alerts))
+    assert any("alert" in message.topic or "alert" in str(message.payload) for message in built)
+    for message in built:
+        assert sent[message.topic] == (json.loads(encode(message.payload)), True)
+
+
+async def test_a_reconnection_shows_an_available_account_online_and_keeps_discovery_done() -> None:
+    sink = Sink()
+    pub = publisher(sink)
+    pub.seed("a", [state("1")])
+    await pub.connected()
+    await pub.discovery_settled(5)
+    assert by_topic(sink.take())["fleet/a/1/availability"] == ("online", True)
+    # Its discovery went with the connection: a move sends the state alone.
+    await pub.vehicles_changed("a", [state("1", latitude=59.5)])
+    await pub.discovery_settled(5)
+    assert [t for t, _p, _r in sink.take()] == ["fleet/a/1"]
+    pub.seed("a", [state("1")])
+    await pub.account_connected("a")
+    assert by_topic(sink.take())["fleet/a/1/availability"] == ("online", True)
+
+
+async def test_a_state_equal_on_mqtt_does_not_stop_the_rest_of_the_batch() -> None:
+    sink = Sink()
+    pub = publisher(sink, discovery=False)
+    first = state("1").merged(last_seen=AT.replace(microsecond=1))
+    await pub.vehicles_changed("a", [first, state("2")])
+    sink.take()
+    # Vehicle 1 differs below a millisecond (the same payload), vehicle 2 moved.
+    same_payload = first.merged(last_seen=AT.replace(microsecond=2))
+    assert await pub.vehicles_changed("a", [same_payload, state("2", latitude=59.5)]) == 1
+    assert [t for t, _p, _r in sink.take()] == ["fleet/a/2"]
+
+
+async def test_home_assistant_restarting_while_discovery_is_queued_gets_every_device() -> None:
+    sink = Sink()
+    time = FakeTime()
+    per_device = len(entity_configs("0"))
+    pub = publisher(sink, pacer=Pacer(float(per_device), clock=time, sleep=time.sleep))
+    await pub.vehicles_changed("a", [state(str(n)) for n in range(3)])
+    # Devices 1 and 2 are queued behind device 0's burst when Home Assistant restarts.
+    await pub.republish_discovery()
+    await pub.discovery_settled(5)
+    sink.take()
+    await pub.republish_discovery()  # nothing queued now: all again, at the pace
+    await pub.discovery_settled(5)
+    sent = sink.take()
+    for n in range(3):
+        assert entity_configs(str(n)) <= set(configs(sent))
+
+
+async def test_discovery_queued_after_the_marker_still_goes_out() -> None:
+    sink = Sink()
+    time = FakeTime()
+    per_device = len(entity_configs("0"))
+    pub = publisher(sink, pacer=Pacer(float(per_device), clock=time, sleep=time.sleep))
+    await pub.vehicles_changed("a", [state("0")])
+    await pub.discovery_settled(5)
+    assert sink.sent[-1] == ("fleet/bridge/discovery", b'{"mode":"entity"}', True)
+    sink.take()
+    # The marker says our form: new vehicles beyond the burst are queued all the same.
+    await pub.vehicles_changed("a", [state(str(n)) for n in range(1, 4)])
+    await pub.discovery_settled(5)
+    sent = sink.take()
+    for n in range(1, 4):
+        assert entity_configs(str(n)) <= set(configs(sent))
+
+
+async def test_a_cleared_form_is_cleared_once() -> None:
+    sink = Sink()
+    pub = publisher(sink)
+    await pub.vehicles_changed("a", [state("1")])
+    await pub.discovery_settled(5)
+    await pub.discovery_marker(b'{"mode":"device"}')
+    await pub.discovery_settled(5)
+    assert (vehicle_discovery_topic(TOPICS, "a", "1"), b"", True) in sink.take()
+    # Home Assistant restarts: our configs again, no second clearing.
+    await pub.republish_discovery()
+    await pub.discovery_settled(5)
+    sent = sink.take()
+    assert entity_configs("1") <= set(configs(sent))
+    assert [t for t, payload, _r in sent if payload == b""] == []
+
+
+async def test_alerts_go_out_with_nobody_listening_to_the_feed() -> None:
+    sink = Sink()
+    pub = publisher(sink)
+    assert await pub.publish_alerts("a", [("fleet/a/1/alert", {"type": "speeding"})]) is True
+    assert sink.sent == [("fleet/a/1/alert", b'{"type":"speeding"}', False)]
+
+
+async def test_a_payload_with_number_keys_is_published() -> None:
+    sink = Sink()
+    pub = publisher(sink)
+    await pub.publish_json("fleet/a/1/tanks", {1: 40.5, 2: 12.0}, retain=True)
+    assert sink.sent == [("fleet/a/1/tanks", b'{"1":40.5,"2":12.0}', True)]
