@@ -40,7 +40,13 @@ from bridge.providers import create_provider
 from bridge.providers.metrotec import MetrotecProvider
 from bridge.quota import QuotaBook
 from bridge.simulator import SimulatorServer
-from bridge.store import JournalEntry, LeaseLostError, SqliteStore, StoreError
+from bridge.store import (
+    DuplicateEntryError,
+    JournalEntry,
+    LeaseLostError,
+    SqliteStore,
+    StoreError,
+)
 
 START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 TOPICS = Topics("fleet")
@@ -86,6 +92,7 @@ class Desk:
     store: SqliteStore
     pollers: dict[str, AccountPoller]
     sink: Sink
+    spare: dict[str, AccountPoller]
     answers: list[Answer] = field(default_factory=list)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -119,6 +126,14 @@ class Desk:
         entry = await self.store.journal_get(key)
         assert entry is not None, key
         return entry
+
+    async def take_over(self, account: str) -> None:
+        """Hold an account another instance held (as the daemon does on a lease)."""
+        poller = self.spare.pop(account)
+        provider = poller.provider
+        poller.publisher.register_account(account, provider.name, provider.capabilities)
+        await poller.poll_once()
+        self.pollers[account] = poller
 
     def mt(self, index: int = 0) -> str:
         return self.server.metrotec_world.ids()[index]
@@ -205,9 +220,8 @@ async def desk(
         publisher = Publisher(sink, TOPICS, discovery=False, unavailable=Down)
         book = QuotaBook(store)
         pollers: dict[str, AccountPoller] = {}
+        spare: dict[str, AccountPoller] = {}  # held by another instance, for a takeover
         for account in config.accounts:
-            if account.id not in held:
-                continue
             quota = book.quota(
                 account.id, account.budgets(), account.scopes(), now=server.clock.now
             )
@@ -215,10 +229,13 @@ async def desk(
                 account.provider, session, account.provider_settings(), quota
             )
             stack.push_async_callback(provider.close)
-            publisher.register_account(account.id, provider.name, provider.capabilities)
             poller = AccountPoller(
                 poller_settings(account), provider, publisher, store, quota, now=server.clock.now
             )
+            if account.id not in held:
+                spare[account.id] = poller
+                continue
+            publisher.register_account(account.id, provider.name, provider.capabilities)
             if poll:
                 await poller.poll_once()
             pollers[account.id] = poller
@@ -245,7 +262,7 @@ async def desk(
             leader=lambda: leader,
         )
         stack.push_async_callback(commander.close)
-        made["desk"] = Desk(server, commander, store, pollers, sink)
+        made["desk"] = Desk(server, commander, store, pollers, sink, spare)
         yield made["desk"]
 
 
@@ -734,17 +751,34 @@ async def test_a_command_for_an_account_held_nowhere_is_refused_by_the_leader_al
 
 
 async def test_a_lost_lease_leaves_the_command_to_the_new_holder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with desk(tmp_path) as d:
+        gate = Gate()
 
         async def taken(*args: object) -> CommandResult:
+            await gate.passing()
             raise LeaseLostError(MT)
 
         monkeypatch.setattr(MetrotecProvider, "create_task", taken)
-        assert await d.ask("task/create", task_body(d, "T1")) == []
+        first = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        again = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
+        await asyncio.sleep(0)
+        with caplog.at_level(logging.INFO, logger="bridge.commander"):
+            gate.open.set()
+            # Neither the first delivery nor the one waiting for it is left hanging.
+            async with asyncio.timeout(10):
+                await asyncio.wait([first, again])
+        assert first.result() == []
+        assert d.answers == []
         assert (await d.journal(f"{MT}/T1")).status == "accepted"
-        assert d.commander._running == {}
+        assert "task/create for mt left to the account's new holder" in [
+            r.getMessage() for r in caplog.records
+        ]
+        # Nothing is left running here: a release does not wait for it.
+        async with asyncio.timeout(3):
+            await d.commander.release([MT], timeout=30)
 
 
 # --- several instances ----------------------------------------------------------------
@@ -1308,3 +1342,134 @@ async def test_a_release_stops_a_follow_up_resumed_after_a_restart(tmp_path: Pat
             await d.commander.release([MT])
             assert d.commander._tasks == set()
             assert (await d.journal(f"{MT}/L1")).status == "pending"  # the next holder goes on
+
+
+async def test_an_unplanned_failure_before_the_provider_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+
+        async def broken(transaction: str) -> JournalEntry | None:
+            raise RuntimeError("index corrupt")
+
+        monkeypatch.setattr(d.store, "journal_by_transaction", broken)
+        answers = await d.ask("task/create", task_body(d, "T1"))
+        assert [(a.command, a.response, a.key) for a in answers] == [
+            ("task/create", error("T1", "command: failed: internal error (RuntimeError)"), None)
+        ]
+        assert list(d.server.metrotec.tasks) == []
+
+
+async def test_commands_without_a_transaction_are_each_carried_out(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        vid = d.mt()
+        on = await d.one("lights", {"account": MT, "vehicle": vid, "state": "ON"})
+        await d.settle()
+        off = await d.one("lights", {"account": MT, "vehicle": vid, "state": "OFF"})
+        await d.settle()
+        assert on["transaction"] is None
+        assert off["transaction"] is None
+        assert d.server.metrotec.lights_on(vid) is False
+        last = d.sink.last(TOPICS.vehicle_lights(MT, vid))
+        assert last is not None
+        assert last[0]["requested"] == "OFF"
+        assert last[0]["status"] == "confirmed"
+
+
+async def test_close_waits_for_the_follow_ups_it_stops(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        hold = asyncio.Event()
+
+        async def slow(seconds: float) -> None:
+            await hold.wait()
+
+        d.commander._sleep = slow
+        await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        follow_ups = list(d.commander._tasks)
+        assert len(follow_ups) == 1
+        await d.commander.close()
+        assert all(task.done() for task in follow_ups)
+
+
+async def test_a_command_journalled_for_an_account_taken_over_later_is_carried_out(
+    tmp_path: Path,
+) -> None:
+    async with desk(tmp_path, held=(SAM,)) as d:
+        body = {"transaction": "E1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        assert await d.ask("lights", body) == []  # its holder is another instance
+        await d.take_over(MT)  # ... which died: this one holds the account now
+        await d.commander.pick_up()
+        (answer,) = d.answers
+        assert answer.key == f"{MT}/E1"
+        assert answer.response["status"] == "ok"
+
+
+async def test_a_transaction_journalled_in_between_is_answered_as_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the look-up by transaction and by order_ref, another instance
+    journalled this very command: it is this delivery's, not a repeat."""
+    async with desk(tmp_path) as holder:
+        async with desk(tmp_path, held=(SAM,), server=holder.server, store=holder.store) as other:
+            assert await other.ask("task/create", task_body(holder, "T1")) == []
+
+        async def missed(transaction: str) -> JournalEntry | None:
+            return None
+
+        real = holder.store.journal_by_transaction
+        monkeypatch.setattr(holder.store, "journal_by_transaction", missed)
+        (answer,) = await holder.ask("task/create", task_body(holder, "T1"))
+        assert answer.response["status"] == "ok"
+        assert answer.response["transaction"] == "T1"
+        assert answer.key == f"{MT}/T1"
+        assert len(list(holder.server.metrotec.tasks)) == 1
+        # Answered already: the same again, under its own transaction.
+        again = await holder.one("task/create", task_body(holder, "T1"))
+        assert again == answer.response
+        monkeypatch.setattr(holder.store, "journal_by_transaction", real)
+
+
+async def test_a_twin_journalled_between_look_up_and_insert_gets_the_twins_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+        first = await d.one("task/create", task_body(d, "T1"))
+
+        async def missed(*args: str) -> JournalEntry | None:
+            return None
+
+        # The look-ups ran before the twin was journalled: the insert finds it.
+        monkeypatch.setattr(d.store, "journal_by_transaction", missed)
+        real_by_order = d.store.journal_by_order
+        calls: list[tuple[str, str]] = []
+
+        async def by_order_late(account: str, order_ref: str) -> JournalEntry | None:
+            calls.append((account, order_ref))
+            return None if len(calls) == 1 else await real_by_order(account, order_ref)
+
+        monkeypatch.setattr(d.store, "journal_by_order", by_order_late)
+        assert await d.one("task/create", task_body(d, "T1")) == first  # same key
+        calls.clear()
+        assert await d.one("task/create", task_body(d, "T2")) == {**first, "transaction": "T2"}
+        assert calls == [(MT, "A-1"), (MT, "A-1")]  # by its order_ref, in its account
+        assert len(list(d.server.metrotec.tasks)) == 1
+        async with asyncio.timeout(3):  # nothing left running
+            await d.commander.release([MT], timeout=30)
+
+
+async def test_an_insert_refused_for_a_twin_that_cannot_be_found_asks_to_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+
+        async def duplicate(entry: JournalEntry) -> None:
+            raise DuplicateEntryError(entry.key)
+
+        monkeypatch.setattr(d.store, "journal_accept", duplicate)
+        answer = await d.one(
+            "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        )
+        assert answer == error("L1", "command: could not be recorded, try again")
+        assert d.server.metrotec.lights_on(d.mt()) is False

@@ -612,3 +612,22 @@ async def test_a_payload_with_number_keys_is_published() -> None:
     pub = publisher(sink)
     await pub.publish_json("fleet/a/1/tanks", {1: 40.5, 2: 12.0}, retain=True)
     assert sink.sent == [("fleet/a/1/tanks", b'{"1":40.5,"2":12.0}', True)]
+
+
+async def test_home_assistant_restarting_behind_one_queued_device_gets_all_the_others() -> None:
+    sink = Sink()
+    time = FakeTime()
+    per_device = len(entity_configs("0"))
+    pacer = Pacer(float(per_device), clock=time, sleep=time.sleep)
+    pub = publisher(sink, pacer=pacer)
+    await pub.vehicles_changed("a", [state(str(n)) for n in range(3)])
+    await pub.discovery_settled(5)
+    pacer.try_take(per_device)  # the burst is spent: a renamed device waits in the queue
+    await pub.vehicles_changed("a", [state("0", name="Renamed")])
+    sink.take()
+    # Home Assistant restarts while device 0 is queued: the devices after it count too.
+    await pub.republish_discovery()
+    await pub.discovery_settled(5)
+    sent = sink.take()
+    for n in range(3):
+        assert entity_configs(str(n)) <= set(configs(sent))
