@@ -1473,3 +1473,48 @@ async def test_an_insert_refused_for_a_twin_that_cannot_be_found_asks_to_retry(
         )
         assert answer == error("L1", "command: could not be recorded, try again")
         assert d.server.metrotec.lights_on(d.mt()) is False
+
+
+async def test_a_recovery_goes_past_a_command_under_way_and_a_release_waits_for_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path, held=()) as first:
+        lights = {"account": MT, "vehicle": first.mt(), "state": "ON"}
+        async with desk(tmp_path, server=first.server, store=first.store) as d:
+            gate = gated(monkeypatch, "create_task")
+            running = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
+            await asyncio.wait_for(gate.entered.wait(), 10)
+            # Journalled after it by another instance: the recovery finishes it too.
+            await d.store.journal_accept(journalled(d, "A2", lights))
+            await d.commander.resume()
+            (answer,) = d.answers
+            assert answer.key == f"{MT}/A2"
+            assert answer.response == ok("A2", state="pending")
+            # A release waits for the task still under way...
+            releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
+            await asyncio.sleep(0)
+            assert not releasing.done()
+            gate.open.set()
+            async with asyncio.timeout(10):
+                await asyncio.gather(running, releasing)
+
+
+async def test_a_release_waits_for_a_recovered_command_and_not_once_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path, held=()) as first:
+        body = task_body(first, "T1")
+        await first.store.journal_accept(journalled(first, "T1", body, command="task/create"))
+        async with desk(tmp_path, server=first.server, store=first.store) as d:
+            gate = gated(monkeypatch, "create_task")
+            recovery = asyncio.ensure_future(d.commander.resume())
+            await asyncio.wait_for(gate.entered.wait(), 10)
+            releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
+            await asyncio.sleep(0)
+            assert not releasing.done()  # the recovered task is under way
+            gate.open.set()
+            async with asyncio.timeout(10):
+                await asyncio.gather(recovery, releasing)
+            assert d.answers[0].response["status"] == "ok"
+            async with asyncio.timeout(3):  # done: nothing left to wait for
+                await d.commander.release([MT], timeout=30)
