@@ -6,6 +6,7 @@ broker; the pacer runs on a clock of the test's own."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -631,3 +632,20 @@ async def test_home_assistant_restarting_behind_one_queued_device_gets_all_the_o
     sent = sink.take()
     for n in range(3):
         assert entity_configs(str(n)) <= set(configs(sent))
+
+
+async def test_clearing_the_other_form_is_said_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = Sink()
+    pub = publisher(sink)
+    await pub.vehicles_changed("a", [state("1")])
+    with caplog.at_level(logging.INFO, logger="bridge.mqtt.publisher"):
+        await pub.discovery_marker(b'{"mode":"device"}')
+    await pub.discovery_settled(5)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            logging.INFO,
+            "Discovery on the broker is in the device form: clearing it for the entity form",
+        )
+    ]
