@@ -5,6 +5,8 @@ what the quota topic reports. Time is the test's own clock."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +16,7 @@ from bridge.model import Priority
 from bridge.quota import (
     Budget,
     BudgetKind,
+    Call,
     Hold,
     MemoryLedger,
     Quota,
@@ -531,3 +534,103 @@ async def test_a_command_skips_the_line_on_a_shared_spacing(clock: Clock) -> Non
     await refused(b)  # b's poll waits in line for the next slot
     clock.advance(GAP)
     await a.acquire("x", Priority.COMMAND)
+
+
+# --- a spacing counts from the answer (Quota.completed): the second run's survivors ----
+
+
+async def test_a_ledger_read_after_a_late_answer_holds_the_answers_time(clock: Clock) -> None:
+    """Another book on the same ledger (the next process) sees the moved call:
+    its spacing counts from the answer too, and the call is counted once."""
+    ledger = MemoryLedger()
+    (a,) = sharing(QuotaBook(ledger), ["a"], clock)
+    call = await a.acquire("x")
+    clock.advance(5)
+    await a.completed(call)
+    (b,) = sharing(QuotaBook(ledger), ["b"], clock)
+    await b.load()
+    clock.advance(GAP - 5)
+    denial = b.check("x")
+    assert denial is not None
+    assert denial.available_at == START + timedelta(seconds=GAP + 5)
+    clock.advance(5)
+    assert b.check("x") is None
+    calls = [c for scope in ledger.calls.values() for c in scope]
+    assert {c.at for c in calls} == {START + timedelta(seconds=5)}
+
+
+async def test_a_late_answer_goes_behind_the_calls_recorded_before_it(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    a, b = sharing(book, ["a", "b"], clock)
+    await b.completed(await b.acquire("x"))  # answered at once: its stamp stays
+    clock.advance(GAP)
+    call = await a.acquire("x")
+    clock.advance(7)
+    await a.completed(call)
+    # The newest call is the late answer: the spacing counts from it.
+    clock.advance(GAP - 1)
+    denial = b.check("x")
+    assert denial is not None
+    assert denial.available_at == START + timedelta(seconds=2 * GAP + 7)
+
+
+async def test_a_window_counts_from_the_record_not_from_the_answer(clock: Clock) -> None:
+    """Only a spacing moves to the answer: a window of 1 call in 10 s frees 10 s
+    after the record, however long the answer took."""
+    window = Budget("window", BudgetKind.WINDOW, limit=1, period=10.0)
+    quota = QuotaBook(MemoryLedger()).quota("w", (window,), now=clock)
+    call = await quota.acquire("x")
+    clock.advance(5)
+    await quota.completed(call)
+    clock.advance(5)
+    assert quota.check("x") is None
+
+
+async def test_a_spacing_on_some_endpoints_moves_their_calls(clock: Clock) -> None:
+    listing = Budget("listing", BudgetKind.SPACING, period=60.0, endpoints=frozenset({"list"}))
+    quota = QuotaBook(MemoryLedger()).quota("s", (listing,), now=clock)
+    call = await quota.acquire("list")
+    clock.advance(5)
+    await quota.completed(call)
+    clock.advance(listing.gap - 5)  # one spacing after the record, not after the answer
+    denial = quota.check("list")
+    assert denial is not None
+    assert denial.available_at == START + timedelta(seconds=5 + listing.gap)
+
+
+async def test_a_restamp_the_ledger_refuses_is_logged_and_the_call_counts(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Refusing(MemoryLedger):
+        async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
+            raise OSError("disk full")
+
+    (a,) = sharing(QuotaBook(Refusing()), ["a"], clock)
+    call = await a.acquire("x")
+    clock.advance(5)
+    with caplog.at_level(logging.WARNING, logger="bridge.quota"):
+        await a.completed(call)  # never raises
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "a: could not move a call's time in the ledger (OSError)")
+    ]
+    # This process moved it all the same.
+    clock.advance(GAP - 5)
+    assert a.check("x") is not None
+
+
+async def test_a_call_under_way_says_so_only_once_it_is_the_later_reason(clock: Clock) -> None:
+    book = QuotaBook(MemoryLedger())
+    a, b = sharing(book, ["a", "b"], clock)
+    call = await a.acquire("x")
+    a.sending(call)
+    # At the record's instant both reasons free at the same time: the spacing's own.
+    denial = b.check("x", Priority.COMMAND)
+    assert denial is not None
+    assert denial.available_at == START + timedelta(seconds=GAP)
+    assert "under way" not in denial.message()
+    # Later, still unanswered: a full spacing from now, because of the call under way.
+    clock.advance(GAP + 10)
+    denial = b.check("x", Priority.COMMAND)
+    assert denial is not None
+    assert "under way" in denial.message()
+    assert denial.available_at == clock.now + timedelta(seconds=GAP)
