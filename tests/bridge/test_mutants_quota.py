@@ -559,19 +559,32 @@ async def test_a_ledger_read_after_a_late_answer_holds_the_answers_time(clock: C
     assert {c.at for c in calls} == {START + timedelta(seconds=5)}
 
 
-async def test_a_late_answer_goes_behind_the_calls_recorded_before_it(clock: Clock) -> None:
-    book = QuotaBook(MemoryLedger())
+async def test_a_late_answer_goes_behind_the_calls_recorded_before_it(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = MemoryLedger()
+    book = QuotaBook(ledger)
     a, b = sharing(book, ["a", "b"], clock)
     await b.completed(await b.acquire("x"))  # answered at once: its stamp stays
     clock.advance(GAP)
     call = await a.acquire("x")
     clock.advance(7)
-    await a.completed(call)
-    # The newest call is the late answer: the spacing counts from it.
+    with caplog.at_level(logging.WARNING, logger="bridge.quota"):
+        await a.completed(call)
+    assert caplog.records == []  # moved in the ledger too, not only here
+    assert [c.at for c in ledger.calls[b.scopes.egress]] == [
+        START,
+        START + timedelta(seconds=GAP + 7),
+    ]
+    # The newest call is the late answer: the spacing counts from it, here and
+    # for a book that reads the ledger afresh.
     clock.advance(GAP - 1)
-    denial = b.check("x")
-    assert denial is not None
-    assert denial.available_at == START + timedelta(seconds=2 * GAP + 7)
+    (fresh,) = sharing(QuotaBook(ledger), ["c"], clock)
+    await fresh.load()
+    for quota in (b, fresh):
+        denial = quota.check("x")
+        assert denial is not None
+        assert denial.available_at == START + timedelta(seconds=2 * GAP + 7)
 
 
 async def test_a_window_counts_from_the_record_not_from_the_answer(clock: Clock) -> None:
