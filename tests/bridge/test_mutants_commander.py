@@ -1518,3 +1518,20 @@ async def test_a_release_waits_for_a_recovered_command_and_not_once_it_is_done(
             assert d.answers[0].response["status"] == "ok"
             async with asyncio.timeout(3):  # done: nothing left to wait for
                 await d.commander.release([MT], timeout=30)
+
+
+async def test_a_twin_without_an_order_ref_is_found_by_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with desk(tmp_path) as d:
+        body = {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
+        first = await d.one("lights", body)
+
+        async def missed(transaction: str) -> JournalEntry | None:
+            return None
+
+        # The look-up ran before the twin was journalled: the insert finds it.
+        monkeypatch.setattr(d.store, "journal_by_transaction", missed)
+        events = len(list(d.server.metrotec.events.of(d.mt())))
+        assert await d.one("lights", body) == first
+        assert len(list(d.server.metrotec.events.of(d.mt()))) == events
