@@ -127,6 +127,14 @@ class Desk:
         assert entry is not None, key
         return entry
 
+    def hold_follow_ups(self) -> None:
+        """Follow-ups wait at their first interval until cancelled."""
+
+        async def never(seconds: float) -> None:
+            await asyncio.Event().wait()
+
+        self.commander._sleep = never
+
     async def take_over(self, account: str) -> None:
         """Hold an account another instance held (as the daemon does on a lease)."""
         poller = self.spare.pop(account)
@@ -1012,10 +1020,7 @@ async def test_a_release_stops_the_follow_ups_of_the_accounts_given(tmp_path: Pa
     async with desk(tmp_path) as d:
         d.server.metrotec.events.handle_delay_s = 3600
 
-        async def slow(seconds: float) -> None:
-            await asyncio.Event().wait()  # never: the follow-up waits until cancelled
-
-        d.commander._sleep = slow
+        d.hold_follow_ups()
         await d.one(
             "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
         )
@@ -1222,9 +1227,12 @@ async def test_an_order_ref_journalled_elsewhere_and_not_yet_done_says_so(
         assert list(holder.server.metrotec.tasks) == []
 
 
-async def test_a_redelivery_of_a_command_being_recovered_is_left_to_the_recovery(
+@contextlib.asynccontextmanager
+async def recovering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[tuple[Desk, Gate, asyncio.Future[None], dict[str, Any]]]:
+    """A restart recovering task T1 that an earlier run accepted, held at the
+    provider until the gate opens."""
     async with desk(tmp_path, held=()) as first:
         body = task_body(first, "T1")
         await first.store.journal_accept(journalled(first, "T1", body, command="task/create"))
@@ -1232,12 +1240,19 @@ async def test_a_redelivery_of_a_command_being_recovered_is_left_to_the_recovery
             gate = gated(monkeypatch, "create_task")
             recovery = asyncio.ensure_future(d.commander.resume())
             await asyncio.wait_for(gate.entered.wait(), 10)
-            assert await d.ask("task/create", body) == []  # the recovery answers it
-            gate.open.set()
-            await asyncio.wait_for(recovery, 10)
-            (answer,) = d.answers
-            assert answer.response["status"] == "ok"
-            assert len(list(d.server.metrotec.tasks)) == 1
+            yield d, gate, recovery, body
+
+
+async def test_a_redelivery_of_a_command_being_recovered_is_left_to_the_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with recovering(tmp_path, monkeypatch) as (d, gate, recovery, body):
+        assert await d.ask("task/create", body) == []  # the recovery answers it
+        gate.open.set()
+        await asyncio.wait_for(recovery, 10)
+        (answer,) = d.answers
+        assert answer.response["status"] == "ok"
+        assert len(list(d.server.metrotec.tasks)) == 1
 
 
 async def test_a_command_journalled_elsewhere_waits_for_the_holders_first_poll(
@@ -1274,12 +1289,7 @@ async def test_an_accepted_command_is_carried_out_under_the_rules_it_was_accepte
 async def test_pick_up_does_not_follow_up_a_second_time(tmp_path: Path) -> None:
     async with desk(tmp_path) as d:
         d.server.metrotec.events.handle_delay_s = 3600
-        hold = asyncio.Event()
-
-        async def slow(seconds: float) -> None:
-            await hold.wait()
-
-        d.commander._sleep = slow
+        d.hold_follow_ups()
         await d.one(
             "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
         )
@@ -1331,12 +1341,7 @@ async def test_a_release_stops_a_follow_up_resumed_after_a_restart(tmp_path: Pat
         )
         await first.commander.close()
         async with desk(tmp_path, server=first.server, store=first.store) as d:
-            hold = asyncio.Event()
-
-            async def slow(seconds: float) -> None:
-                await hold.wait()
-
-            d.commander._sleep = slow
+            d.hold_follow_ups()
             await d.commander.resume()
             assert len(d.commander._tasks) == 1
             await d.commander.release([MT])
@@ -1378,12 +1383,7 @@ async def test_commands_without_a_transaction_are_each_carried_out(tmp_path: Pat
 
 async def test_close_waits_for_the_follow_ups_it_stops(tmp_path: Path) -> None:
     async with desk(tmp_path) as d:
-        hold = asyncio.Event()
-
-        async def slow(seconds: float) -> None:
-            await hold.wait()
-
-        d.commander._sleep = slow
+        d.hold_follow_ups()
         await d.one(
             "lights", {"transaction": "L1", "account": MT, "vehicle": d.mt(), "state": "ON"}
         )
@@ -1502,22 +1502,16 @@ async def test_a_recovery_goes_past_a_command_under_way_and_a_release_waits_for_
 async def test_a_release_waits_for_a_recovered_command_and_not_once_it_is_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with desk(tmp_path, held=()) as first:
-        body = task_body(first, "T1")
-        await first.store.journal_accept(journalled(first, "T1", body, command="task/create"))
-        async with desk(tmp_path, server=first.server, store=first.store) as d:
-            gate = gated(monkeypatch, "create_task")
-            recovery = asyncio.ensure_future(d.commander.resume())
-            await asyncio.wait_for(gate.entered.wait(), 10)
-            releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
-            await asyncio.sleep(0)
-            assert not releasing.done()  # the recovered task is under way
-            gate.open.set()
-            async with asyncio.timeout(10):
-                await asyncio.gather(recovery, releasing)
-            assert d.answers[0].response["status"] == "ok"
-            async with asyncio.timeout(3):  # done: nothing left to wait for
-                await d.commander.release([MT], timeout=30)
+    async with recovering(tmp_path, monkeypatch) as (d, gate, recovery, _body):
+        releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
+        await asyncio.sleep(0)
+        assert not releasing.done()  # the recovered task is under way
+        gate.open.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(recovery, releasing)
+        assert d.answers[0].response["status"] == "ok"
+        async with asyncio.timeout(3):  # done: nothing left to wait for
+            await d.commander.release([MT], timeout=30)
 
 
 async def test_a_twin_without_an_order_ref_is_found_by_its_key(
