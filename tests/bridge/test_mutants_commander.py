@@ -296,6 +296,16 @@ def task_body(desk: Desk, transaction: str, order_ref: str = "A-1", **more: Any)
     }
 
 
+def update_body(transaction: str, order_ref: str = "A-1", **more: Any) -> dict[str, Any]:
+    return {
+        "transaction": transaction,
+        "account": MT,
+        "order_ref": order_ref,
+        "status": "cancelled",
+        **more,
+    }
+
+
 # --- lights ---------------------------------------------------------------------------
 
 
@@ -480,16 +490,7 @@ async def test_a_task_is_created_once_per_order_ref_and_each_delivery_keeps_its_
 async def test_a_task_update_changes_the_task(tmp_path: Path) -> None:
     async with desk(tmp_path) as d:
         await d.one("task/create", task_body(d, "T1"))
-        answer = await d.one(
-            "task/update",
-            {
-                "transaction": "U1",
-                "account": MT,
-                "order_ref": "A-1",
-                "status": "cancelled",
-                "description": "not needed",
-            },
-        )
+        answer = await d.one("task/update", update_body("U1", description="not needed"))
         assert answer["status"] == "ok", answer
         assert answer["data"]["state"] == "confirmed"
         (task,) = list(d.server.metrotec.tasks)
@@ -1082,15 +1083,12 @@ async def test_a_task_carries_every_field_and_an_update_every_change(tmp_path: P
         other = d.mt(1)
         answer = await d.one(
             "task/update",
-            {
-                "transaction": "U1",
-                "account": MT,
-                "order_ref": "A-1",
-                "status": "cancelled",
-                "start_time": "2026-11-21T14:00:00Z",
-                "stop_time": "2026-11-21T15:00:00Z",
-                "vehicle": d.name(MT, other),  # by name: sent as the vehicle's id
-            },
+            update_body(
+                "U1",
+                start_time="2026-11-21T14:00:00Z",
+                stop_time="2026-11-21T15:00:00Z",
+                vehicle=d.name(MT, other),  # by name: sent as the vehicle's id
+            ),
         )
         assert answer["status"] == "ok"
         (task,) = list(d.server.metrotec.tasks)
