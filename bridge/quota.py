@@ -76,6 +76,8 @@ _LOGGER = logging.getLogger(__name__)
 #: installations have (every FLEETIZE account of the process shares its spacing).
 DEFAULT_EGRESS = "default"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The place in a line of an account not yet told a slot: after every slot told.
+_NEWCOMER = datetime.max.replace(tzinfo=UTC)
 
 
 class BudgetKind(enum.StrEnum):
@@ -915,7 +917,11 @@ class Quota:
             for name, told in state.turns.items()
             if name == self.account or told + QuotaBook.TURN_GRACE >= now
         }
-        waiting.setdefault(self.account, now)
+        # A newcomer joins the back of those with as old a last call: the others
+        # were told their slots before now. (Sorting it by `now`, earlier than
+        # any slot told, put two accounts refused in one instant both first,
+        # told the same slot.)
+        waiting.setdefault(self.account, _NEWCOMER)
         # Longest waiting first: the oldest last call on this scope goes first.
         line = sorted(waiting, key=lambda name: (state.last_call_of(name), waiting[name], name))
         place = line.index(self.account)

@@ -28,6 +28,12 @@ from bridge.quota import (
 )
 from tests.support.clock import START, Clock
 
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 SPACING = Budget("spacing", BudgetKind.SPACING, period=60.0, scope=Scope.EGRESS)
 GAP = SPACING.gap
 
@@ -86,9 +92,13 @@ async def test_an_account_that_just_called_waits_behind_every_account_in_line(
     book = QuotaBook(MemoryLedger())
     caller, *others = sharing(book, ["a", *(f"w{i:03d}" for i in range(waiting))], clock)
     await caller.acquire("x")
-    for other in others:
-        message = await refused(other)
-        assert "next in line" in message
+    # Refused in one instant, each in its own place and slot: none told another's.
+    slots = []
+    for index, other in enumerate(others):
+        error = await refusal(other)
+        assert f": {'next' if index == 0 else _ordinal(index + 1)} in line" in str(error)
+        slots.append(error.retry_after)
+    assert slots == pytest.approx([GAP * (n + 1) for n in range(waiting)])
     # The caller has called last: every waiting account goes before it, a gap apart.
     error = await refusal(caller)
     assert f": {place} in line" in str(error)
@@ -647,3 +657,25 @@ async def test_a_call_under_way_says_so_only_once_it_is_the_later_reason(clock: 
     assert denial is not None
     assert "under way" in denial.message()
     assert denial.available_at == clock.now + timedelta(seconds=GAP)
+
+
+async def test_two_accounts_refused_in_one_instant_are_told_different_slots(
+    clock: Clock,
+) -> None:
+    """Neither has called yet: the first refused is next, the second after it,
+    and each goes at its slot (before, both were told "next in line" and the
+    same slot, and the second woke for nothing)."""
+    book = QuotaBook(MemoryLedger())
+    a, b, c = sharing(book, ["a", "b", "c"], clock)
+    await a.acquire("x")
+    first, second = await refusal(b), await refusal(c)
+    assert ": next in line" in str(first)
+    assert ": 2nd in line" in str(second)
+    assert (first.retry_after, second.retry_after) == pytest.approx((GAP, 2 * GAP))
+    clock.advance(GAP)
+    again = await refusal(c)  # b's slot, and b has not called yet
+    assert ": 2nd in line" in str(again)
+    assert again.retry_after == pytest.approx(GAP)
+    await b.acquire("x")
+    clock.advance(GAP)
+    await c.acquire("x")
