@@ -679,3 +679,21 @@ async def test_two_accounts_refused_in_one_instant_are_told_different_slots(
     await b.acquire("x")
     clock.advance(GAP)
     await c.acquire("x")
+
+
+async def test_a_newcomer_whose_last_call_is_older_goes_before_those_in_line(
+    clock: Clock,
+) -> None:
+    """The line is by last call first: an account refused for the first time
+    that called longer ago than the one already waiting goes before it."""
+    book = QuotaBook(MemoryLedger())
+    w, v = sharing(book, ["w", "v"], clock)
+    await w.acquire("x")
+    clock.advance(GAP)
+    await v.acquire("x")
+    clock.advance(1)
+    assert ": next in line" in await refused(v)
+    assert ": next in line" in await refused(w)
+    clock.advance(GAP - 1)
+    assert ": 2nd in line" in await refused(v)  # w goes first
+    await w.acquire("x")
