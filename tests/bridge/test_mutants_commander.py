@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,6 +249,8 @@ async def desk(
             pollers[account.id] = poller
 
         async def sleep(seconds: float) -> None:
+            # The commander's sleep: the simulated time passes at once, and the
+            # follow-up still yields to the loop as a real sleep would.
             server.clock.advance(seconds)
             await asyncio.sleep(0)
 
@@ -351,7 +353,7 @@ async def test_lights_go_pending_then_confirmed_and_the_vehicle_shows_them(
         assert d.commander.retained[lights]["status"] == "confirmed"
         # Followed up every 5 s: the device handles it 20 s after the request.
         assert d.server.clock.now() == datetime(2026, 11, 21, 10, 0, 20, tzinfo=UTC)
-        await asyncio.sleep(0)  # the follow-up's done callbacks
+        # (The follow-up's own done callbacks ran before settle's gather returned.)
         assert [r.getMessage() for r in caplog.records] == []  # no error, no warning
 
 
@@ -773,7 +775,6 @@ async def test_a_lost_lease_leaves_the_command_to_the_new_holder(
         first = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
         await asyncio.wait_for(gate.entered.wait(), 10)
         again = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
-        await asyncio.sleep(0)
         with caplog.at_level(logging.INFO, logger="bridge.commander"):
             gate.open.set()
             # Neither the first delivery nor the one waiting for it is left hanging.
@@ -1062,6 +1063,14 @@ def gated(monkeypatch: pytest.MonkeyPatch, method: str) -> Gate:
     return gate
 
 
+def on_done(task: asyncio.Future[Any], read: Callable[[], Any]) -> list[Any]:
+    """What `read` gives the moment `task` ends: an order of events, observed
+    without a sleep (done callbacks run before anything else resumes)."""
+    seen: list[Any] = []
+    task.add_done_callback(lambda _task: seen.append(read()))
+    return seen
+
+
 async def test_a_task_carries_every_field_and_an_update_every_change(tmp_path: Path) -> None:
     async with desk(tmp_path) as d:
         body = task_body(
@@ -1180,12 +1189,11 @@ async def test_a_redelivery_while_the_first_is_under_way_gets_the_same_answer(
         # The same transaction again, and the same order_ref under another one.
         again = asyncio.ensure_future(d.ask("task/create", task_body(d, "T1")))
         other = asyncio.ensure_future(d.ask("task/create", task_body(d, "T2")))
-        await asyncio.sleep(0)
-        assert not again.done()
-        assert not other.done()
         gate.open.set()
         async with asyncio.timeout(10):
             await asyncio.gather(first, again, other)
+        # The journalled answer first; the two repeats waited for it.
+        assert [a.key for a in d.answers] == [f"{MT}/T1", None, None]
         ones = [a.response for a in d.answers if a.response["transaction"] == "T1"]
         (three,) = [a.response for a in d.answers if a.response["transaction"] == "T2"]
         assert len(ones) == 2
@@ -1262,11 +1270,12 @@ async def test_a_command_journalled_elsewhere_waits_for_the_holders_first_poll(
         assert await other.ask("lights", body) == []
         async with desk(tmp_path, server=other.server, store=other.store, poll=False) as holder:
             picking = asyncio.ensure_future(holder.commander.pick_up())
-            await asyncio.sleep(0)
-            assert holder.answers == []  # no vehicles known yet: it waits for them
-            await holder.pollers[MT].poll_once()
+            polling = asyncio.ensure_future(holder.pollers[MT].poll_once())
+            # No vehicles known yet: it waits for them, answering after the poll.
+            after_poll = on_done(picking, polling.done)
             async with asyncio.timeout(10):
-                await picking
+                await asyncio.gather(picking, polling)
+            assert after_poll == [True]
             (answer,) = holder.answers
             assert answer.response["status"] == "ok"
             assert answer.response["data"] == {"state": "pending"}
@@ -1309,11 +1318,11 @@ async def test_a_release_waits_for_a_command_under_way_and_only_for_its_accounts
             await d.commander.release([SAM])
         # Its own waits until it is answered...
         releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
-        await asyncio.sleep(0)
-        assert not releasing.done()
+        answered = on_done(releasing, lambda: len(d.answers))
         gate.open.set()
         async with asyncio.timeout(10):
             await releasing
+        assert answered == [1]  # released only once the task was answered
         assert running.done()
         assert d.answers[0].response["status"] == "ok"
 
@@ -1490,11 +1499,11 @@ async def test_a_recovery_goes_past_a_command_under_way_and_a_release_waits_for_
             assert answer.response == ok("A2", state="pending")
             # A release waits for the task still under way...
             releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
-            await asyncio.sleep(0)
-            assert not releasing.done()
+            answered = on_done(releasing, lambda: len(d.answers))
             gate.open.set()
             async with asyncio.timeout(10):
                 await asyncio.gather(running, releasing)
+            assert answered == [2]  # A2's answer, then the task's
 
 
 async def test_a_release_waits_for_a_recovered_command_and_not_once_it_is_done(
@@ -1502,11 +1511,12 @@ async def test_a_release_waits_for_a_recovered_command_and_not_once_it_is_done(
 ) -> None:
     async with recovering(tmp_path, monkeypatch) as (d, gate, recovery, _body):
         releasing = asyncio.ensure_future(d.commander.release([MT], timeout=30))
-        await asyncio.sleep(0)
-        assert not releasing.done()  # the recovered task is under way
+        # The recovered task is under way: released only once it was answered.
+        answered = on_done(releasing, lambda: len(d.answers))
         gate.open.set()
         async with asyncio.timeout(10):
             await asyncio.gather(recovery, releasing)
+        assert answered == [1]
         assert d.answers[0].response["status"] == "ok"
         async with asyncio.timeout(3):  # done: nothing left to wait for
             await d.commander.release([MT], timeout=30)
