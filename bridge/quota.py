@@ -408,13 +408,21 @@ class MemoryLedger:
         return None
 
     async def restamp(self, call: Call, scopes: Collection[str], at: datetime) -> None:
-        later = replace(call, at=at)
         for scope in scopes:
-            calls = self.calls.get(scope, [])
-            if call in calls:
-                calls.remove(call)
-                calls.append(later)
-                calls.sort(key=_at)
+            moved = _restamped(self.calls.get(scope, []), call, at)
+            if moved is not None:
+                self.calls[scope] = moved
+
+
+def _restamped(calls: Collection[Call], call: Call, at: datetime) -> list[Call] | None:
+    """`calls` (oldest first) with `call` counting from `at`, still oldest
+    first; None when `call` is not among them. (The ledger's and the book's
+    view of a scope move a call alike.)"""
+    if call not in calls:
+        return None
+    kept = list(calls)
+    kept.remove(call)
+    return sorted([*kept, replace(call, at=at)], key=_at)
 
 
 def count_calls(calls: Iterable[Call], tally: Tally) -> Counted:
@@ -494,12 +502,11 @@ class QuotaBook:
     def move(self, call: Call, at: datetime, keys: Iterable[str]) -> None:
         """`call` counts from `at` in this book's view of `keys` (see
         `Quota.completed`), kept oldest first."""
-        later = replace(call, at=at)
         for key in keys:
             state = self.state(key)
-            if call in state.calls:
-                state.calls.remove(call)
-                state.calls = deque(sorted([*state.calls, later], key=_at))
+            moved = _restamped(state.calls, call, at)
+            if moved is not None:
+                state.calls = deque(moved)
 
     def state(self, key: str) -> ScopeState:
         state = self._scopes.get(key)
