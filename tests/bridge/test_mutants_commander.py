@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import ProviderError, QuotaExhaustedError
 from bridge.model import CommandResult, CommandStatus
 from bridge.mqtt.commands import parse_command
-from bridge.mqtt.publisher import Message, Publisher
+from bridge.mqtt.publisher import Publisher
 from bridge.mqtt.requests import RequestError
 from bridge.mqtt.topics import Topics
 from bridge.poller import AccountPoller
@@ -47,24 +47,16 @@ from bridge.store import (
     SqliteStore,
     StoreError,
 )
+from tests.bridge.test_mutants_publisher import Down
+from tests.bridge.test_mutants_publisher import Sink as PublisherSink
 
 START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 TOPICS = Topics("fleet")
 MT, SAM = "mt", "fleet"
 
 
-class Down(Exception):
-    """The broker is away."""
-
-
-class Sink:
+class Sink(PublisherSink):
     """The broker: every message the publisher sends, in order."""
-
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    async def publish_many(self, messages: Sequence[Message]) -> None:
-        self.sent.extend(messages)
 
     def last(self, topic: str) -> tuple[dict[str, Any], bool] | None:
         for sent, payload, retain in reversed(self.sent):

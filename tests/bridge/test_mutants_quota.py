@@ -23,16 +23,11 @@ from bridge.quota import (
     QuotaBook,
     Scope,
     Scopes,
+    _ordinal,
     apply_overrides,
     endpoint_window,
 )
 from tests.support.clock import START, Clock
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
 
 SPACING = Budget("spacing", BudgetKind.SPACING, period=60.0, scope=Scope.EGRESS)
 GAP = SPACING.gap
